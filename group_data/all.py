@@ -93,8 +93,10 @@ vllm_build_base_image = "rocm/pytorch:rocm7.2_ubuntu24.04_py3.12_pytorch_release
 vllm_build_vllm_version = "0.14.0"
 vllm_build_tag = "bestbox/vllm-rocm:local"
 vllm_restart_policy = "unless-stopped"
-# Size of /dev/shm in the container. ipc: host is also set; the size still
-# matters where the engine ignores the host IPC namespace.
+# "host" shares the host's IPC namespace and /dev/shm, as the design does, so
+# the engine's worker processes never meet Docker's 64 MB default. Docker
+# ignores vllm_shm_size in that mode; it applies with "private".
+vllm_ipc_mode = "host"
 vllm_shm_size = "16g"
 # The design runs the container with seccomp unconfined and SYS_PTRACE, which
 # ROCm's debugger and some HIP runtime paths need.

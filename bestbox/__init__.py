@@ -1,0 +1,1 @@
+"""Library code for the BestBox vLLM deploy: configuration, facts, operations and checks."""
