@@ -572,10 +572,14 @@ class Tokenizer:
                 parsed = response.json()
             except ValueError:
                 continue
-            if isinstance(parsed, dict) and isinstance(parsed.get("count"), int):
+            if not isinstance(parsed, dict):
+                continue
+            # llama-server answers a vLLM-style body with an empty token list,
+            # so the vLLM form counts only when "count" is present.
+            if style == "vllm" and isinstance(parsed.get("count"), int):
                 self.style = style
                 return parsed["count"]
-            if isinstance(parsed, dict) and isinstance(parsed.get("tokens"), list):
+            if style == "llama.cpp" and isinstance(parsed.get("tokens"), list):
                 self.style = style
                 return len(parsed["tokens"])
         return None
