@@ -104,6 +104,7 @@ SCHEMA: dict[str, Rule] = {
         STRING, "an absolute path under /etc/udev/rules.d ending in .rules",
         lambda v: v.startswith("/etc/udev/rules.d/") and v.endswith(".rules")),
     "bestbox_backup_root": Rule(STRING, "an absolute path", _is_absolute_path),
+    "bestbox_rollback_keep_created": Rule(BOOLEAN, "true or false"),
     "bestbox_archive_dir": Rule(STRING, "a path relative to bestbox_path", _is_relative_path),
     "bestbox_archive_scripts": Rule(
         LIST, "a list of paths relative to bestbox_path", _list_of(_is_relative_path)),

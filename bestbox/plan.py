@@ -229,8 +229,10 @@ def _render_files(plan: HostPlan) -> None:
             plan.problems.append(f"[compose] {error}")
 
     for name in SCRIPT_TEMPLATES:
-        add(settings.path(f"scripts/{name}"), render_template(f"scripts/{name}.j2", settings),
-            0o755)
+        template = f"scripts/{name}.j2"
+        if not (REPO_ROOT / "templates" / template).exists():
+            template = f"{name}.j2"
+        add(settings.path(f"scripts/{name}"), render_template(template, settings), 0o755)
     add(settings.path(BENCHMARK_SCRIPT), (REPO_ROOT / BENCHMARK_SCRIPT).read_bytes(), 0o755)
     add(settings.path(f"{settings.bestbox_archive_dir}/README.md"),
         render_template("archive-README.md.j2", settings,

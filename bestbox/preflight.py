@@ -194,7 +194,11 @@ def check_memory(settings: Settings, snapshot: dict) -> list[Finding]:
                                 f"{usable_gpu / GIB:.1f} GiB: {gpu_memory_bytes(snapshot) / GIB:.1f}"
                                 f" GiB of VRAM plus GTT x {settings.vllm_gpu_memory_utilization}.",
                                 knobs))
-    if need > system:
+    if not system:
+        findings.append(Finding("memory", "could not read MemTotal from /proc/meminfo, so the "
+                                "system RAM was not checked.", "mount /proc on the host.",
+                                error=False))
+    elif need > system:
         findings.append(Finding("memory", f"{figures}, but the system has only "
                                 f"{system / GIB:.1f} GiB of RAM, which the GPU shares.",
                                 "use a smaller or quantized model, or lower vllm_max_model_len."))

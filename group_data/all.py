@@ -131,6 +131,9 @@ bestbox_udev_rule_path = "/etc/udev/rules.d/70-bestbox-amd-gpu.rules"
 bestbox_backup_root = "/var/backups/bestbox-vllm"
 # Archive folder, relative to bestbox_path, for the llama.cpp files below.
 bestbox_archive_dir = "docs/archive/llama-cpp"
+# Rollback removes the files the deploy created (the scripts, the env file and
+# the udev rule) unless this is true.
+bestbox_rollback_keep_created = False
 bestbox_archive_scripts = [
     "scripts/start-llm.sh",
     "scripts/start-llm-cuda.sh",
