@@ -291,7 +291,7 @@ def build_headers(api_key: str | None) -> dict:
 
 
 def build_chat_body(model: str, prompt: str, max_tokens: int, seed: int | None) -> dict:
-    """Return a streaming chat request that asks for exactly max_tokens tokens."""
+    """Return a streaming chat request for exactly max_tokens output tokens."""
     body = {
         "model": model,
         "messages": [{"role": "user", "content": prompt}],
@@ -320,7 +320,8 @@ def stream_chat(
     """Send one streaming chat completion and measure it.
 
     `timeout_s` bounds both the wait for any single read and the whole
-    request. A failure never raises: it is stored in the result's
+    request. HTTP, network and stream failures do not raise: each is stored in
+    the result's
     `error_kind` (`http_<status>`, `timeout`, `connection`, `disconnect`,
     `server_error`, `invalid_response`) and `error_reason`.
     """
@@ -458,6 +459,10 @@ def summarize(results: list[RequestResult], duration_s: float, concurrency: int)
         "tpot_ms": describe([r.tpot_s for r in successes if r.tpot_s is not None], 1000.0),
         "itl_ms": describe([gap for r in successes for gap in r.itl_s], 1000.0),
         "e2e_latency_s": describe([r.latency_s for r in successes if r.latency_s is not None]),
+        # The rate of a single request: output tokens over its whole latency.
+        "per_request_output_tokens_per_s": describe([
+            r.completion_tokens / r.latency_s for r in successes if r.latency_s and r.completion_tokens
+        ]),
         "requests_without_usage": sum(1 for r in successes if not r.usage_reported),
         "errors_by_kind": {kind: sum(counter.values()) for kind, counter in sorted(reasons.items())},
         "error_reasons": {
@@ -515,7 +520,7 @@ def evaluate(summary: dict, thresholds: Thresholds) -> list[dict]:
 
 
 def fetch_server_info(session: requests.Session, base_url: str, headers: dict, timeout_s: float) -> dict:
-    """Return what the server tells about itself: vLLM's /version, llama.cpp's /props."""
+    """Return the server's version details from vLLM's /version or llama.cpp's /props."""
     info: dict = {}
     for path in ("/version", "/props"):
         try:
@@ -693,7 +698,7 @@ def measure_template_overhead(
 ) -> tuple[int | None, RequestResult | None]:
     """Measure how many tokens the chat template adds, with one warm-up request.
 
-    The request carries a probe message of known token count and asks for a
+    The request carries a probe message of known token count and requests a
     single output token. The overhead is the prompt token count from the
     usage chunk minus the probe's count.
     """
@@ -780,9 +785,11 @@ def build_parser() -> argparse.ArgumentParser:
                         help=f"output tokens per request (max_tokens, with ignore_eos) (default {DEFAULT_OUTPUT_LENGTH})")
     parser.add_argument("--max-concurrent", type=positive_int, default=DEFAULT_MAX_CONCURRENT,
                         help=f"requests in flight at once (default {DEFAULT_MAX_CONCURRENT})")
+
     parser.add_argument("--concurrency-sweep", type=parse_sweep, metavar="LIST",
                         help="comma-separated concurrency levels, such as 1,2,4,8; replaces --max-concurrent "
                              "and draws a chart")
+
     parser.add_argument("--output", type=Path, metavar="FILE", help="write parameters and every figure as JSON")
     parser.add_argument("--chart", type=Path, metavar="FILE",
                         help="PNG chart of a sweep (default: the --output path with .png, else benchmark-sweep.png)")
@@ -791,6 +798,7 @@ def build_parser() -> argparse.ArgumentParser:
                         help="bearer token for the server (default: the VLLM_API_KEY environment variable)")
     parser.add_argument("--timeout", type=float, default=DEFAULT_TIMEOUT_S,
                         help=f"seconds allowed for one request (default {DEFAULT_TIMEOUT_S:g})")
+
     parser.add_argument("--max-latency-s", type=float, default=DEFAULT_MAX_LATENCY_S,
                         help=f"maximum p99 end-to-end latency in seconds (default {DEFAULT_MAX_LATENCY_S:g})")
     parser.add_argument("--min-success-rate", type=float, default=DEFAULT_MIN_SUCCESS_RATE,
@@ -815,26 +823,35 @@ def print_summary(summary: dict, checks: list[dict], output_length: int, out=sys
     print(f"  Request throughput:            {summary['request_throughput_per_s']:.3f} req/s", file=out)
     print(f"  Output tokens/s:               {summary['output_tokens_per_s']:.2f}", file=out)
     print(f"  Total (prompt+output) tok/s:   {summary['total_tokens_per_s']:.2f}", file=out)
+
+    per_request = summary["per_request_output_tokens_per_s"]
+    print(f"  Output tok/s per request:      mean {_format(per_request['mean'])}, "
+          f"p50 {_format(per_request['p50'])}", file=out)
     print(f"  Prompt / output tokens:        {summary['total_prompt_tokens']} / "
           f"{summary['total_completion_tokens']}", file=out)
+
     if summary["requests_without_usage"]:
         print(f"  WARNING: {summary['requests_without_usage']} requests had no usage chunk; their output "
               "tokens are counted as text chunks and their prompt tokens are unknown", file=out)
+
     print(f"  {'':22}{'mean':>10}{'p50':>10}{'p90':>10}{'p99':>10}", file=out)
     for key, label in (("ttft_ms", "TTFT (ms)"), ("tpot_ms", "TPOT (ms)"), ("itl_ms", "ITL (ms)"),
                        ("e2e_latency_s", "Latency (s)")):
         stats = summary[key]
         print(f"  {label:22}" + "".join(f"{_format(stats[name]):>10}" for name in ("mean", "p50", "p90", "p99")),
               file=out)
+
     for kind, reasons in summary["error_reasons"].items():
         print(f"  Errors {kind}: {summary['errors_by_kind'][kind]}", file=out)
         for entry in reasons[:5]:
             print(f"    {entry['count']} x {entry['reason']}", file=out)
+
     print("  Verdict:", file=out)
     for check in checks:
         status = "PASS" if check["passed"] else "FAIL"
         print(f"    {status} {check['name']}: {_format(check['value'], 3)} "
               f"({check['rule']} {check['limit']:g})", file=out)
+
     if output_length != 128:
         print("  NOTE: the latency threshold is set for 128 output tokens; this run asked for "
               f"{output_length}", file=out)

@@ -61,17 +61,23 @@ def test_token_counts_match_server(llama_server, tmp_path):
 
 def test_output_rate_matches_server_timings(llama_server, tmp_path):
     completed, document = run_benchmark(llama_server.base_url, llama_server.alias, "--num-prompts", "6",
-                                        "--input-length", "32", "--output-length", "256",
+                                        "--input-length", "32", "--output-length", "512",
                                         "--max-concurrent", "1", tmp_path=tmp_path)
     assert completed.returncode == 0, completed.stdout + completed.stderr
     run = document["runs"][0]
-    # With one request at a time the server is busy for the sum of each
-    # request's prompt and generation time, so its own output rate is the
-    # generated tokens over that sum.
     timings = [request["server_timings"] for request in run["requests"]]
+
+    # Per request: llama-server's prompt plus generation time is its share of
+    # the request's latency, so both rates describe the same work.
+    server_rates = [t["predicted_n"] * 1000.0 / (t["prompt_ms"] + t["predicted_ms"]) for t in timings]
+    client_rate = run["summary"]["per_request_output_tokens_per_s"]["p50"]
+    assert client_rate == pytest.approx(statistics.median(server_rates), rel=0.10)
+
+    # Whole run: the client's wall time also contains the gaps between requests,
+    # which a loaded machine stretches, so only an upper bound is stable.
     busy_s = sum(t["prompt_ms"] + t["predicted_ms"] for t in timings) / 1000.0
     server_rate = sum(t["predicted_n"] for t in timings) / busy_s
-    assert run["summary"]["output_tokens_per_s"] == pytest.approx(server_rate, rel=0.10)
+    assert run["summary"]["output_tokens_per_s"] <= server_rate * 1.10
 
 
 def test_sweep_writes_chart(llama_server, tmp_path):
