@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""Measure the cost of scripts/benchmark_vllm.py itself, to show it is never the bottleneck.
+"""Measure the cost of scripts/benchmark_vllm.py itself, to show whether it could limit a measured rate.
 
 Two measurements:
 
@@ -104,7 +104,7 @@ class _StreamHandler(BaseHTTPRequestHandler):
         self.send_header("Transfer-Encoding", "chunked")
         self.end_headers()
         for data in events:
-            # One HTTP chunk per event, as vLLM's server writes them. The pause
+            # One HTTP chunk per event, as a server that flushes each event sends it. The pause
             # makes each client read return one event, as it does at a live
             # server's pace, so no read is shared between tokens.
             self.wfile.write(b"%x\r\n%s\r\n" % (len(data), data))

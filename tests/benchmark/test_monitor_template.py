@@ -274,3 +274,19 @@ def test_monitor_loop_shows_token_rates(monitor):
     prompt_rate = float(fields[fields.index("prompt") + 1])
     assert 0.8 < seconds < 3.0
     assert prompt_rate == pytest.approx(400 / seconds, rel=0.05)
+
+
+@pytest.mark.parametrize("tool, arguments", [
+    ("amd-smi", "metric --usage --mem-usage"),
+    ("rocm-smi", "--showuse --showmemuse --showmeminfo vram gtt"),
+])
+def test_monitor_shows_gpu_tool_output(monitor, tool, arguments):
+    # A stub, because neither tool can run without an AMD GPU.
+    script, bin_dir = monitor
+    stub = bin_dir / tool
+    stub.write_text(f'#!/usr/bin/env bash\n[[ "$*" == "{arguments}" ]] || exit 3\n'
+                    'echo "GPU[0] : GPU use (%): 42"\necho "GPU[0] : GTT Total Used Memory (B): 1024"\n')
+    stub.chmod(0o755)
+    result = run_once(monitor, RUNNING_HEALTHY)
+    assert "GPU[0] : GPU use (%): 42" in result.stdout
+    assert "GPU figures unavailable" not in result.stdout
