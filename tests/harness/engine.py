@@ -290,6 +290,7 @@ class DockerEngine:
     def _terminate(self, timeout: float) -> None:
         process = self._process
         if process.poll() is not None:
+            log.warning("dockerd (pid %d) had already exited with status %s:\n%s", process.pid, process.returncode, self.log_tail())
             return
         log.info("stopping dockerd (pid %d)", process.pid)
         process.send_signal(signal.SIGTERM)

@@ -5,6 +5,9 @@ command line with the deploy's flags, a read-only model directory, a published
 loopback port and a curl health check. The stand-in replaces ROCm, the GPU and
 vLLM itself with llama-server on the CPU; these tests prove the container
 plumbing and the OpenAI-compatible API around it, not vLLM.
+
+The tests without the `docker` marker check the entrypoint's command-line
+mapping and the generated model directly, with no engine.
 """
 
 from __future__ import annotations
@@ -13,11 +16,16 @@ import json
 import socket
 import time
 
+import gguf
+import numpy as np
 import pytest
 import requests
 import yaml
 
-pytestmark = pytest.mark.docker
+from tests.harness.standin import vllm_entrypoint
+from tests.harness.standin.model import write_model
+
+docker = pytest.mark.docker
 
 SERVED_NAME = "qwen3-30b"
 CONTAINER_PORT = 8001
@@ -126,6 +134,7 @@ def chat_request(max_tokens: int, **extra) -> dict:
     }
 
 
+@docker
 def test_container_health_is_healthy(healthy_service, docker_engine):
     status = docker_engine.docker(
         "inspect", "--format", "{{.State.Health.Status}}", healthy_service.container_id()
@@ -133,6 +142,7 @@ def test_container_health_is_healthy(healthy_service, docker_engine):
     assert status == "healthy"
 
 
+@docker
 def test_container_log_shows_mapping(healthy_service):
     logs = healthy_service.logs()
     assert f"model directory {MODEL_DIR_IN_CONTAINER} exists" in logs
@@ -140,11 +150,13 @@ def test_container_log_shows_mapping(healthy_service):
     assert API_KEY not in logs, "the API key must not appear in the container log"
 
 
+@docker
 def test_health_endpoint_returns_200(healthy_service):
     response = requests.get(f"{healthy_service.base_url}/health", timeout=10)
     assert response.status_code == 200
 
 
+@docker
 def test_models_lists_served_name(healthy_service):
     response = requests.get(f"{healthy_service.base_url}/v1/models", headers=auth_headers(), timeout=10)
     assert response.status_code == 200
@@ -152,11 +164,13 @@ def test_models_lists_served_name(healthy_service):
     assert model_ids == [SERVED_NAME]
 
 
+@docker
 def test_models_without_key_is_rejected(healthy_service):
     response = requests.get(f"{healthy_service.base_url}/v1/models", timeout=10)
     assert response.status_code == 401
 
 
+@docker
 def test_chat_completion_returns_content(healthy_service):
     response = requests.post(
         f"{healthy_service.base_url}/v1/chat/completions", json=chat_request(16), headers=auth_headers(), timeout=30
@@ -176,6 +190,7 @@ def read_sse_lines(response) -> list[str]:
     return [line for line in response.iter_lines(decode_unicode=True) if line]
 
 
+@docker
 def test_streaming_chat_has_role_content_usage_done(healthy_service):
     max_tokens = 12
     request = chat_request(max_tokens, stream=True, stream_options={"include_usage": True})
@@ -217,6 +232,7 @@ def container_state(docker_engine, project) -> dict:
     return json.loads(output)
 
 
+@docker
 def test_unknown_flag_exits_at_start(docker_engine, standin_image, tmp_path, step_timer):
     with step_timer("compose up --wait (unknown flag)"):
         project, seconds, result = start_failing_project(
@@ -233,6 +249,7 @@ def test_unknown_flag_exits_at_start(docker_engine, standin_image, tmp_path, ste
         project.down()
 
 
+@docker
 def test_missing_model_directory_exits_at_start(docker_engine, standin_image, tmp_path):
     project, seconds, result = start_failing_project(
         docker_engine, standin_image, tmp_path, "bbtest-standin-nomodel", vllm_command(), mount_model=False
@@ -245,6 +262,7 @@ def test_missing_model_directory_exits_at_start(docker_engine, standin_image, tm
         project.down()
 
 
+@docker
 def test_never_healthy_variant_stays_unhealthy(docker_engine, standin_image, tmp_path, step_timer):
     with step_timer("compose up --wait (never healthy)"):
         project, seconds, result = start_failing_project(
@@ -261,3 +279,66 @@ def test_never_healthy_variant_stays_unhealthy(docker_engine, standin_image, tmp
         assert response.json()["error"]["message"] == "Loading model"
     finally:
         project.down()
+
+
+# --- Entrypoint and model, without an engine -----------------------------------
+
+
+def test_entrypoint_maps_deploy_flags():
+    args = vllm_entrypoint.build_parser().parse_args(vllm_command()[2:])
+    command = vllm_entrypoint.llama_server_command(args, SERVED_NAME, "/model.gguf", API_KEY)
+    options = dict(zip(command[1::2], command[2::2]))
+    assert options["--host"] == "0.0.0.0"
+    assert options["--port"] == str(CONTAINER_PORT)
+    assert options["--alias"] == SERVED_NAME
+    assert options["-np"] == "8"
+    assert options["-c"] == str(2048 * 8)
+    assert command[-2:] == ["--api-key", API_KEY]
+
+
+def test_entrypoint_rejects_unknown_flag(capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        vllm_entrypoint.build_parser().parse_args([MODEL_DIR_IN_CONTAINER, "--no-such-vllm-flag"])
+    assert exit_info.value.code == 2
+    assert "unrecognized arguments: --no-such-vllm-flag" in capsys.readouterr().err
+
+
+def test_entrypoint_accepts_underscore_flag_names():
+    argv = vllm_entrypoint.normalise_flag_names(["/m", "--max_model_len=1024", "--max_num_seqs", "2"])
+    args = vllm_entrypoint.build_parser().parse_args(argv)
+    assert args.max_model_len == 1024
+    assert args.max_num_seqs == 2
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [("2048", 2048), ("32k", 32000), ("32K", 32768), ("1M", 2**20), ("1.5k", 1500)],
+)
+def test_entrypoint_reads_size_suffixes(text, expected):
+    assert vllm_entrypoint.human_readable_int(text) == expected
+
+
+@pytest.mark.parametrize("flag", [["--dtype", "fp8"], ["--gpu-memory-utilization", "1.5"], ["--max-model-len", "2.5k5"]])
+def test_entrypoint_rejects_invalid_values(flag):
+    with pytest.raises(SystemExit) as exit_info:
+        vllm_entrypoint.build_parser().parse_args([MODEL_DIR_IN_CONTAINER, *flag])
+    assert exit_info.value.code == 2
+
+
+def test_model_is_deterministic_and_small(tmp_path):
+    first = write_model(tmp_path / "first.gguf").read_bytes()
+    second = write_model(tmp_path / "second.gguf").read_bytes()
+    assert first == second
+    assert len(first) < 1_000_000
+
+
+def test_model_never_emits_special_tokens(tmp_path):
+    reader = gguf.GGUFReader(write_model(tmp_path / "model.gguf"))
+    token_types = np.array(reader.fields["tokenizer.ggml.token_type"].contents())
+    output = next(tensor for tensor in reader.tensors if tensor.name == "output.weight")
+    rows = np.asarray(output.data).reshape(len(token_types), -1)
+    normal = token_types == int(gguf.TokenType.NORMAL)
+
+    assert (token_types == int(gguf.TokenType.BYTE)).sum() == 256
+    assert not rows[~normal].any(), "rows of control, byte and unknown tokens must be zero"
+    assert (np.abs(rows[normal]).sum(axis=1) > 0).all()

@@ -87,11 +87,21 @@ def tree_path() -> Path:
 
 @contextmanager
 def _build_lock():
-    """Hold an exclusive lock so that parallel test runs build the rootfs once."""
+    """Hold an exclusive lock so that parallel test runs build the rootfs once.
+
+    Work folders found while holding the lock were left by an interrupted
+    build or unpack, so they are deleted.
+    """
     cache = standin_cache()
     cache.mkdir(parents=True, exist_ok=True)
     with open(cache / "build.lock", "a+") as lock_file:
         fcntl.flock(lock_file, fcntl.LOCK_EX)
+        for leftover in [*cache.glob("build-*"), *cache.glob("unpack-*"), *cache.glob("*.partial")]:
+            log.info("removing %s, left by an interrupted build", leftover)
+            if leftover.is_dir():
+                shutil.rmtree(leftover, ignore_errors=True)
+            else:
+                leftover.unlink(missing_ok=True)
         yield
 
 
@@ -163,6 +173,14 @@ def _build(tarball: Path) -> None:
         partial = tarball.with_name(tarball.name + ".partial")
         _run(["tar", "--numeric-owner", "-cpf", str(partial), "-C", str(root), "."])
         partial.rename(tarball)
+
+        # The build tree already is the unpacked tarball, so keep it as the
+        # cached tree instead of deleting it and unpacking the tarball later.
+        tree = tree_path()
+        if not (tree / ".complete").is_file():
+            shutil.rmtree(tree, ignore_errors=True)
+            (root / ".complete").write_text(f"{tarball.name}\n")
+            root.rename(tree)
         log.info(
             "built %s in %.0f s (debootstrap %.0f s, apt %.0f s, tar %.0f s)",
             tarball.name, time.monotonic() - started, bootstrapped - started,
