@@ -1139,6 +1139,24 @@ def start_host(name: str, **options) -> ThrowawayHost:
     return ThrowawayHost(name, **options).start()
 
 
+def write_pyinfra_inventory(
+    path: Path, hosts: Sequence[ThrowawayHost], group: str = "boxes", data: dict | None = None
+) -> Path:
+    """Write a pyinfra inventory file listing `hosts` with the SSH data that reaches them.
+
+    `data` is merged into every host's data, for deploy settings such as
+    `skip_checks`.
+    """
+    lines = ["# Throwaway test hosts, written by tests/harness/hosts.py.", f"{group} = ["]
+    for host in hosts:
+        host_data = {**host.pyinfra_data(), **(data or {})}
+        lines.append(f"    ({host.address!r}, {host_data!r}),")
+    lines.append("]")
+    path = Path(path)
+    path.write_text("\n".join(lines) + "\n")
+    return path
+
+
 # --- command line ------------------------------------------------------------------
 
 
