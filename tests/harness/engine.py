@@ -33,6 +33,14 @@ Usage:
 `engine.env` is a full environment for subprocesses: DOCKER_HOST and
 DOCKER_CONFIG point at this engine, and PATH starts with a directory whose
 `docker` is the chosen client.
+
+No registry is reachable from the test machines, so give compose services
+`pull_policy: never` and `docker run` the option `--pull never`: otherwise a
+missing image makes Docker try to reach Docker Hub.
+
+Environment variables: BESTBOX_TEST_CACHE (cache folder), BESTBOX_TEST_DOCKER_CLI
+(client binary), BESTBOX_TEST_ENGINE_LOCK_TIMEOUT (seconds to wait for the
+data root, default 900).
 """
 
 from __future__ import annotations
