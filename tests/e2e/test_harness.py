@@ -9,9 +9,11 @@ from __future__ import annotations
 import filecmp
 import json
 import os
+import socket
 import stat
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -22,6 +24,7 @@ from tests.harness.hosts_fake import GiB, FakeModel
 REPO_ROOT = Path(__file__).resolve().parents[2]
 VENV_BIN = Path(sys.executable).parent
 FIXTURE = REPO_ROOT / "tests/fixtures/bestbox-tree"
+NETLINK_KOBJECT_UEVENT = 15
 
 
 def _env() -> dict:
@@ -270,6 +273,39 @@ def test_udevd_reload_and_verify(throwaway_host, tmp_path):
     host.run("cat > /tmp/bad.rules", input=bad)
     assert host.run("udevadm verify /tmp/good.rules", check=False).returncode == 0
     assert host.run("udevadm verify /tmp/bad.rules", check=False).returncode == 1
+
+
+def _read_change_events(sock: socket.socket, seconds: float) -> list[bytes]:
+    events = []
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        sock.settimeout(max(0.01, deadline - time.monotonic()))
+        try:
+            message = sock.recv(65536)
+        except socket.timeout:
+            break
+        if message.startswith(b"change@"):
+            events.append(message.split(b"\0", 1)[0])
+    return events
+
+
+@pytest.mark.host_options(with_udevd=True, fixture=None)
+def test_udev_trigger_reaches_no_real_device(throwaway_host):
+    host = throwaway_host
+    dev_before = sorted(os.listdir("/dev"))
+    # Kernel uevents of this machine's network namespace (netlink group 1).
+    with socket.socket(socket.AF_NETLINK, socket.SOCK_DGRAM, NETLINK_KOBJECT_UEVENT) as sock:
+        sock.bind((0, 1))
+        # Control: a change event on the harness's own veth end shows up.
+        Path(f"/sys/class/net/{host.state.veth_host}/uevent").write_text("change\n")
+        assert _read_change_events(sock, 2.0), "the uevent monitor saw no event at all"
+
+        trigger = host.run("udevadm trigger --action=change --subsystem-match=net "
+                           "--subsystem-match=block --subsystem-match=drm", check=False)
+        events = _read_change_events(sock, 2.0)
+    assert events == []
+    assert "Read-only file system" in trigger.stderr or trigger.returncode == 0
+    assert sorted(os.listdir("/dev")) == dev_before
 
 
 @pytest.mark.host_options(with_docker=True, fixture=None, model=FakeModel(total_size=16 << 20))

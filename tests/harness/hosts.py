@@ -525,7 +525,7 @@ class ThrowawayHost:
         _register(self)
         started = time.monotonic()
         try:
-            rootfs.extract_rootfs(tarball, self.root)
+            self._materialize_rootfs(tarball)
             self._customize_rootfs()
             self._build_fakes()
             self._create_network()
@@ -542,6 +542,33 @@ class ThrowawayHost:
             raise
         log.info("host %s up at %s in %.1f s", self.name, self.address, time.monotonic() - started)
         return self
+
+    def _materialize_rootfs(self, tarball: Path) -> None:
+        """Give the host its own writable root filesystem.
+
+        The default is an overlay mount (on this machine's mount namespace, so
+        `root` is browsable from here) over the unpacked cache, which takes
+        milliseconds. BESTBOX_TEST_ROOTFS_MODE=copy unpacks the tarball into
+        the host's directory instead, which takes a few seconds.
+        """
+        mode = os.environ.get("BESTBOX_TEST_ROOTFS_MODE", "overlay")
+        if mode not in ("overlay", "copy"):
+            raise HostError(f"invalid BESTBOX_TEST_ROOTFS_MODE {mode!r}: use overlay or copy")
+        # Docker's overlay2 driver cannot sit on an overlay file system, so
+        # the engine's data root is a plain directory bind-mounted in.
+        (self.dir / "docker-data").mkdir(mode=0o710)
+        if mode == "overlay":
+            lower = rootfs.ensure_extracted(tarball)
+            upper, work = self.dir / "upper", self.dir / "work"
+            for directory in (upper, work, self.root):
+                directory.mkdir()
+            result = _run(["mount", "-t", "overlay", "overlay", "-o",
+                           f"lowerdir={lower},upperdir={upper},workdir={work}", str(self.root)], check=False)
+            if result.returncode == 0:
+                return
+            log.warning("overlay mount failed (%s); unpacking the root filesystem instead", result.stderr.strip())
+            self.root.rmdir()
+        rootfs.extract_rootfs(tarball, self.root)
 
     def _save_state(self) -> None:
         state = self._require_state()
@@ -702,11 +729,13 @@ class ThrowawayHost:
         stage = shlex.quote(str(self.dir / "stage"))
         lines = [
             "set -eu",
-            f"R={root}; F={fakesys}; S={stage}",
+            f"R={root}; F={fakesys}; S={stage}; D={shlex.quote(str(self.dir / 'docker-data'))}",
+            'mkdir -p "$R/var/lib/docker"',
             'mkdir -p "$S/class" "$S/module"',
             # The root must be a mount point: dockerd and runc change the
             # propagation of "/" and pivot_root into it, which fails otherwise.
             'mount --bind "$R" "$R"',
+            'mount --bind "$D" "$R/var/lib/docker"',
             # /proc for the new PID namespace. Kernel-wide sysctls are read-only
             # so that nothing on the host changes this machine's kernel settings.
             # The per-namespace net sysctls stay writable for Docker.
@@ -893,7 +922,9 @@ class ThrowawayHost:
         """
         if tarball is None:
             tarball, _ = rootfs.ensure_rootfs_with_fallback(suite=self.recipe.suite if self.recipe else None)
-        staged = self.root / "var/tmp/import-image.tar"
+        # The engine's data root is a plain directory on this machine, so a
+        # hard link from the cache usually works where the overlay would not.
+        staged = self.dir / "docker-data/import-image.tar"
         with contextlib.suppress(FileNotFoundError):
             staged.unlink()
         try:
@@ -901,7 +932,7 @@ class ThrowawayHost:
         except OSError:
             shutil.copyfile(tarball, staged)
         try:
-            self.exec(["docker", "import", "--change", 'CMD ["/bin/sh"]', "/var/tmp/import-image.tar", tag],
+            self.exec(["docker", "import", "--change", 'CMD ["/bin/sh"]', "/var/lib/docker/import-image.tar", tag],
                       timeout=600)
         finally:
             staged.unlink(missing_ok=True)

@@ -338,3 +338,24 @@ def ensure_rootfs_with_fallback(
 def extract_rootfs(tarball: Path, dest: Path) -> None:
     """Unpack a cached root filesystem into `dest`, keeping owners and modes."""
     _extract(tarball, dest)
+
+
+def ensure_extracted(tarball: Path) -> Path:
+    """Return a directory holding the unpacked `tarball`, unpacking it once.
+
+    Hosts use it as the read-only lower layer of an overlay mount, so nothing
+    may write into it. It sits next to the tarball and shares its hash.
+    """
+    directory = tarball.with_suffix(".d")
+    marker = directory / ".bestbox-test-complete"
+    if marker.exists():
+        return directory
+    with _file_lock(tarball.with_suffix(".d.lock")):
+        if not marker.exists():
+            if directory.exists():
+                subprocess.run(["rm", "-rf", "--one-file-system", str(directory)], check=True)
+            partial = tarball.with_suffix(f".d.partial-{os.getpid()}")
+            _extract(tarball, partial)
+            (partial / marker.name).touch()
+            partial.rename(directory)
+    return directory
