@@ -20,11 +20,11 @@ from tests.harness.hosts_pytest import (  # noqa: F401 - pytest finds fixtures b
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
-    # This hook sees the items of every directory, so pick this directory's.
-    here = Path(__file__).resolve().parent
+    # The hook receives the items of every directory, so pick this directory's.
+    e2e_dir = Path(__file__).resolve().parent
     reason = hosts_unavailable_reason()
     for item in items:
-        if here not in Path(item.path).resolve().parents:
+        if e2e_dir not in Path(item.path).resolve().parents:
             continue
         item.add_marker(pytest.mark.hosts)
         if reason:

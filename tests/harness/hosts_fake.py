@@ -1,10 +1,10 @@
 """Test doubles for the parts of a Strix Halo box that cannot exist here.
 
 This machine has no AMD GPU and no room for the 61 GB model, so a throwaway
-host gets stand-ins: a KFD topology and a DRM tree that are bind-mounted over
-the host's /sys/class, device nodes made with mknod, optional replacements
-for /proc/cmdline, /proc/meminfo and /proc/modules, and a model directory
-whose shards are sparse files with the real names.
+host gets stand-ins. A KFD topology and a DRM tree are bind-mounted over the
+host's /sys/class, and device nodes are made with mknod. Static files can
+replace /proc/cmdline, /proc/meminfo and /proc/modules. The model directory
+has the real file names, and its shards are sparse files.
 """
 
 from __future__ import annotations

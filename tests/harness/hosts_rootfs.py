@@ -171,7 +171,7 @@ def _file_lock(path: Path):
             fcntl.flock(handle, fcntl.LOCK_UN)
 
 
-def _run_logged(argv: list[str], log_file: Path, what: str) -> None:
+def _run_logged(argv: list[str], log_file: Path, step: str) -> None:
     with open(log_file, "a") as out:
         out.write(f"\n$ {' '.join(argv)}\n")
         out.flush()
@@ -179,13 +179,13 @@ def _run_logged(argv: list[str], log_file: Path, what: str) -> None:
     if result.returncode != 0:
         tail = log_file.read_text(errors="replace").splitlines()[-25:]
         raise RootfsBuildError(
-            f"{what} failed with exit code {result.returncode}; "
+            f"{step} failed with exit code {result.returncode}; "
             f"full log in {log_file}; last lines:\n" + "\n".join(tail)
         )
 
 
 def _write_policy_rc_d(root: Path) -> None:
-    # invoke-rc.d asks this script before starting a service. Exit code 101
+    # invoke-rc.d runs this script before it starts a service. Exit code 101
     # means "not allowed", so no package script starts a daemon on the machine.
     policy = root / "usr/sbin/policy-rc.d"
     policy.parent.mkdir(parents=True, exist_ok=True)
