@@ -22,8 +22,6 @@ REPO_ROOT = Path(__file__).resolve().parents[2]
 if str(REPO_ROOT) not in sys.path:
     sys.path.insert(0, str(REPO_ROOT))
 
-from pyinfra_cli.util import parse_cli_arg  # noqa: E402
-
 from bestbox.config import SCHEMA, ConfigError, Settings, load_defaults, settings_from  # noqa: E402
 from bestbox.plan import BENCHMARK_SCRIPT, SCRIPT_TEMPLATES, archive_pairs, cache_directories  # noqa: E402
 from bestbox.render import render_template  # noqa: E402
@@ -53,6 +51,26 @@ def pytest_addoption(parser: pytest.Parser) -> None:
     )
 
 
+def parse_value(text: str):
+    """Parse one --bestbox-data value by the rules of pyinfra's --data.
+
+    The rules of pyinfra 3.10 (pyinfra_cli.util.parse_cli_arg): "true" and
+    "false" in any case are booleans, then an integer, then JSON, else the
+    text itself. pyinfra_cli is not imported because importing it
+    monkey-patches the whole test process with gevent.
+    """
+    if text.lower() in ("true", "false"):
+        return text.lower() == "true"
+    try:
+        return int(text)
+    except ValueError:
+        pass
+    try:
+        return json.loads(text)
+    except ValueError:
+        return text
+
+
 def parse_overrides(items: list[str]) -> dict:
     """Return the --bestbox-data values as a dict, parsed like pyinfra's --data."""
     overrides = {}
@@ -69,15 +87,25 @@ def parse_overrides(items: list[str]) -> dict:
             raise pytest.UsageError(
                 f"--bestbox-data {key}: unknown configuration key.{hint} The keys are the "
                 "names defined in group_data/all.py.")
-        overrides[key] = parse_cli_arg(value)
+        overrides[key] = parse_value(value)
     return overrides
+
+
+@dataclass(frozen=True, repr=False)
+class RedactedSettings(Settings):
+    """Settings whose repr lists no values, because pytest prints the repr of
+    objects in a failed assert and the values include vllm_api_key."""
+
+    def __repr__(self) -> str:
+        return "Settings(group_data/all.py with the --bestbox-data overrides)"
 
 
 def pytest_configure(config: pytest.Config) -> None:
     data = load_defaults()
     data.update(parse_overrides(config.getoption("bestbox_data")))
     try:
-        config.stash[SETTINGS_KEY] = settings_from(data, "every host of this run")
+        settings = settings_from(data, "every host of this run")
+        config.stash[SETTINGS_KEY] = RedactedSettings(settings.values)
     except ConfigError as error:
         problems = "\n".join(f"  - {problem}" for problem in error.problems)
         raise pytest.UsageError(
