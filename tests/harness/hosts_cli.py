@@ -1,4 +1,4 @@
-"""Command line for throwaway hosts: `python -m tests.harness.hosts up|down|list|build`.
+"""Command line for throwaway hosts: `python -m tests.harness.hosts up|down|list|build|prune`.
 
 `up` starts hosts that stay up after the command exits, in a shared session
 directory (`$BESTBOX_TEST_WORKDIR/sessions/cli`) whose ssh config lists every
@@ -12,6 +12,7 @@ import argparse
 import json
 import logging
 import os
+import subprocess
 import sys
 from pathlib import Path
 from typing import Iterable
@@ -118,6 +119,27 @@ def _cli_build(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cli_prune(args: argparse.Namespace) -> int:
+    """Delete cached root filesystems that no current recipe names and no host uses."""
+    current = set()
+    for suite in (rootfs.DEFAULT_SUITE, rootfs.FALLBACK_SUITE):
+        for with_docker in (False, True):
+            current.add(rootfs.RootfsRecipe(suite=suite, with_docker=with_docker).tarball_name())
+    with open("/proc/self/mountinfo") as handle:
+        mounts = handle.read()
+    for tarball in sorted(rootfs.cache_dir().glob("rootfs-*.tar")):
+        unpacked = tarball.with_suffix(".d")
+        if tarball.name in current or f"lowerdir={unpacked}" in mounts:
+            continue
+        for path in (tarball, unpacked, tarball.with_suffix(".log")):
+            if path.is_dir():
+                subprocess.run(["rm", "-rf", "--one-file-system", str(path)], check=False)
+            else:
+                path.unlink(missing_ok=True)
+        print(f"removed {tarball.name}")
+    return 0
+
+
 def main(argv: Iterable[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m tests.harness.hosts", description="Start and stop throwaway test hosts.")
     commands = parser.add_subparsers(dest="command", required=True)
@@ -142,6 +164,8 @@ def main(argv: Iterable[str] | None = None) -> int:
     build.add_argument("--suite", help="Debian suite (default trixie, falling back to bookworm)")
     build.add_argument("--docker", action="store_true", help="build the variant with Docker")
     build.set_defaults(handler=_cli_build)
+    prune = commands.add_parser("prune", help="delete cached root filesystems of old recipes")
+    prune.set_defaults(handler=_cli_prune)
     args = parser.parse_args(list(argv) if argv is not None else None)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(message)s")
     if os.geteuid() != 0:
