@@ -328,7 +328,8 @@ def read_backups(root):
                         continue
         except OSError:
             continue
-        runs.append({"run": name, "entries": entries})
+        rolled_back = os.path.exists(os.path.join(root, name, "rolled-back"))
+        runs.append({"run": name, "entries": entries, "rolled_back": rolled_back})
     return runs
 
 
