@@ -174,7 +174,7 @@ def original_compose_text(host, settings) -> str:
 
     The deploy copies a file into BACKUP_ROOT/RUN/files/PATH before changing
     it and records the copy in BACKUP_ROOT/RUN/manifest.jsonl. RUN is a UTC
-    timestamp, so the first run in sorted order holds the original.
+    timestamp, so the first run in sorted order contains the original.
     """
     root = settings.bestbox_backup_root.rstrip("/")
     listing = host.run("ls -1 -- %s", root)

@@ -36,4 +36,6 @@ def test_script_is_owned_by_bestbox_user(host, script_path, bestbox_account):
 
 def test_script_matches_deploy(host, settings, script_path):
     # A script rendered from other values (an old port, say) fails here.
-    assert host.file(script_path).content_string == _expected_content(settings, script_path)
+    script = host.file(script_path)
+    assert script.is_file, f"{script_path} is missing"
+    assert script.content_string == _expected_content(settings, script_path)
