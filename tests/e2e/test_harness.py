@@ -146,6 +146,7 @@ def test_bestbox_user_and_groups(box):
     assert "video" in groups
     assert box.run("getent passwd bestbox").stdout.split(":")[5] == "/home/bestbox"
     assert int(box.run("getent group render").stdout.split(":")[2]) == box.render_gid
+    assert box.run("id -un", user="bestbox").stdout.strip() == "bestbox"
 
 
 def test_fixture_tree_copied_unchanged(box):
@@ -256,6 +257,21 @@ def test_teardown_after_failed_test(throwaway_hosts):
             netns = host.netns
             assert host.run("false", check=False).returncode == 0
     assert netns not in _netns_names()
+
+
+def test_reaper_removes_host_of_dead_process(throwaway_hosts):
+    host = throwaway_hosts("orphan", fixture=None)
+    exited = subprocess.Popen(["true"])
+    exited.wait()
+    host.state.owner_pid = exited.pid
+    host._save_state()
+
+    reaped = hosts_module.reap_stale_hosts()
+
+    assert "orphan" in reaped
+    assert host.state.netns not in _netns_names()
+    assert not Path(host.state.dir).exists()
+    throwaway_hosts.stop(host)
 
 
 # --- udevd and Docker inside the host ---------------------------------------------------

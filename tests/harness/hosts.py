@@ -69,7 +69,6 @@ BESTBOX_CHECKOUT = "/home/bestbox/BestBox"
 
 SSHD_START_TIMEOUT_S = 20.0
 DOCKERD_START_TIMEOUT_S = 60.0
-DOCKERD_STOP_TIMEOUT_S = 20.0
 
 
 class HostError(RuntimeError):
@@ -854,11 +853,17 @@ class ThrowawayHost:
             return subprocess.Popen(self.nsenter_command(argv), stdin=subprocess.DEVNULL, stdout=log_file,
                                     stderr=log_file, start_new_session=True)
 
-    def _find_in_host(self, exe_name: str) -> int | None:
+    def _find_in_host(self, command_name: str) -> int | None:
+        """Return the PID (as this machine numbers it) of a process called `command_name` in the host.
+
+        Daemons started with nsenter are children of nsenter, not of the
+        host's sshd, so the search goes by PID namespace.
+        """
         state = self._require_state()
-        for pid in _descendants(state.init_pid):
+        namespace = _pid_namespace(state.init_pid)
+        for pid in _pids_in_namespace(namespace):
             with contextlib.suppress(OSError):
-                if Path(f"/proc/{pid}/comm").read_text().strip() == exe_name[:15]:
+                if Path(f"/proc/{pid}/comm").read_text().strip() == command_name[:15]:
                     return pid
         return None
 
@@ -1002,20 +1007,21 @@ def _children(pid: int | None) -> list[int]:
     return children
 
 
-def _descendants(pid: int | None) -> list[int]:
-    found: list[int] = []
-    queue = _children(pid)
-    while queue:
-        child = queue.pop()
-        found.append(child)
-        queue.extend(_children(child))
-    return found
-
-
-def _pid_namespace(pid: int) -> str | None:
+def _pid_namespace(pid: int | None) -> str | None:
+    if not pid:
+        return None
     with contextlib.suppress(OSError):
         return os.readlink(f"/proc/{pid}/ns/pid")
     return None
+
+
+def _pids_in_namespace(namespace: str | None) -> list[int]:
+    if namespace is None:
+        return []
+    return [
+        int(entry.name) for entry in Path("/proc").iterdir()
+        if entry.name.isdigit() and _pid_namespace(int(entry.name)) == namespace
+    ]
 
 
 def _remove_cgroups(parent_name: str) -> None:
@@ -1036,15 +1042,12 @@ def _remove_cgroups(parent_name: str) -> None:
 
 def teardown_state(state: HostState) -> None:
     """Stop a host's processes and remove its netns, veth pair and files. Idempotent."""
-    # Stop dockerd first so that it can stop its containers cleanly.
-    if _pid_alive(state.dockerd_pid, state.dockerd_start):
-        _kill(state.dockerd_pid, state.dockerd_start, signal.SIGTERM)
-        if not _wait_gone(state.dockerd_pid, state.dockerd_start, DOCKERD_STOP_TIMEOUT_S):
-            log.warning("dockerd %s of host %s ignored SIGTERM; killing it", state.dockerd_pid, state.name)
-
     # sshd is PID 1 of the host's PID namespace: when it exits the kernel
-    # kills every other process in that namespace. unshare itself ignores
-    # SIGTERM, so it gets SIGKILL only when sshd will not go.
+    # kills every other process in that namespace, dockerd and containers
+    # included. dockerd gets no chance to stop its containers first, which
+    # would take at least their 10 s stop timeout, and nothing of the engine
+    # survives the host. unshare itself ignores SIGTERM, so it gets SIGKILL
+    # only when sshd will not go.
     namespace = _pid_namespace(state.init_pid) if _pid_alive(state.init_pid, state.init_start) else None
     _kill(state.init_pid, state.init_start, signal.SIGTERM)
     if not _wait_gone(state.init_pid, state.init_start, 5):
@@ -1053,12 +1056,10 @@ def teardown_state(state: HostState) -> None:
     if not _wait_gone(state.unshare_pid, state.unshare_start, 5):
         _kill(state.unshare_pid, state.unshare_start, signal.SIGKILL)
         _wait_gone(state.unshare_pid, state.unshare_start, 5)
-    if namespace:
-        for pid_dir in Path("/proc").iterdir():
-            if pid_dir.name.isdigit() and _pid_namespace(int(pid_dir.name)) == namespace:
-                log.warning("killing leftover process %s of host %s", pid_dir.name, state.name)
-                with contextlib.suppress(ProcessLookupError):
-                    os.kill(int(pid_dir.name), signal.SIGKILL)
+    for pid in _pids_in_namespace(namespace):
+        log.warning("killing leftover process %s of host %s", pid, state.name)
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, signal.SIGKILL)
 
     # Also reaps nsenter processes that this Python process started.
     with contextlib.suppress(ChildProcessError):
@@ -1077,9 +1078,14 @@ def teardown_state(state: HostState) -> None:
     host_dir = Path(state.dir)
     _unmount_below(host_dir)
     if host_dir.exists():
-        result = _run(["rm", "-rf", "--one-file-system", str(host_dir)], check=False)
-        if result.returncode != 0:
-            log.warning("could not remove %s: %s", host_dir, result.stderr.strip())
+        # Deleting an engine's data root can take most of a minute on a busy
+        # disk. The directory is renamed at once, which frees the slot, and a
+        # detached rm deletes it. reap_stale_hosts() removes what an
+        # interrupted rm left.
+        trash = host_dir.parent / f"trash-{host_dir.name}-{uuid.uuid4().hex[:8]}"
+        host_dir.rename(trash)
+        subprocess.Popen(["rm", "-rf", "--one-file-system", str(trash)], stdin=subprocess.DEVNULL,
+                         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
 
 
 def _unmount_below(directory: Path) -> None:
@@ -1121,15 +1127,19 @@ def stop_all() -> None:
 atexit.register(stop_all)
 
 
-def _sigterm_to_exit(signum, frame) -> None:
-    raise SystemExit(128 + signum)
+def _stop_all_then_die(signum, frame) -> None:
+    stop_all()
+    signal.signal(signum, signal.SIG_DFL)
+    os.kill(os.getpid(), signum)
 
 
-# atexit hooks do not run when SIGTERM kills the process, so turn SIGTERM into
-# SystemExit unless the program installed its own handler.
+# atexit hooks do not run when SIGTERM kills the process, so the hosts are
+# stopped first and the signal is then delivered again with its default
+# action. Raising SystemExit instead would not end a pytest run, because
+# pytest reports it as a failure of the current test and goes on.
 if signal.getsignal(signal.SIGTERM) in (signal.SIG_DFL, None):
     with contextlib.suppress(ValueError):  # not in the main thread
-        signal.signal(signal.SIGTERM, _sigterm_to_exit)
+        signal.signal(signal.SIGTERM, _stop_all_then_die)
 
 
 def load_states() -> list[HostState]:
@@ -1146,8 +1156,20 @@ def load_states() -> list[HostState]:
     return states
 
 
+TRASH_MAX_AGE_S = 600
+
+
 def reap_stale_hosts() -> list[str]:
-    """Tear down hosts whose owning process died without detaching them; return their names."""
+    """Tear down hosts whose owning process died without detaching them; return their names.
+
+    Also deletes host directories that teardown renamed more than
+    TRASH_MAX_AGE_S ago and whose background rm did not finish.
+    """
+    for trash in (workdir() / "hosts").glob("trash-*"):
+        with contextlib.suppress(OSError):
+            if time.time() - trash.stat().st_mtime > TRASH_MAX_AGE_S:
+                _unmount_below(trash)
+                _run(["rm", "-rf", "--one-file-system", str(trash)], check=False)
     reaped = []
     for state in load_states():
         if not state.detached and not _pid_alive(state.owner_pid, None):
