@@ -202,6 +202,19 @@ def test_render_gids_differ_between_hosts(throwaway_hosts):
         throwaway_hosts.stop(second)
 
 
+def test_default_render_gids_differ(throwaway_hosts):
+    first = throwaway_hosts("default-gid-a", fixture=None)
+    second = throwaway_hosts("default-gid-b", fixture=None)
+    try:
+        first_gid = first.run("getent group render").stdout.split(":")[2]
+        second_gid = second.run("getent group render").stdout.split(":")[2]
+        assert first_gid != second_gid
+        assert {int(first_gid), int(second_gid)} <= set(hosts_module.RENDER_GID_CHOICES)
+    finally:
+        throwaway_hosts.stop(first)
+        throwaway_hosts.stop(second)
+
+
 @pytest.mark.host_options(
     gfx_target_version=110000, render_node=False, amdgpu_loaded=False, vram_total=512 << 20,
     meminfo_total=128 * GiB, kernel_cmdline="BOOT_IMAGE=/vmlinuz ttm.pages_limit=30720000", fixture=None,

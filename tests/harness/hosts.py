@@ -61,8 +61,8 @@ FIXTURE_TREE = REPO_ROOT / "tests/fixtures/bestbox-tree"
 DEFAULT_WORKDIR = "/var/tmp/bbt"
 # Test hosts take /30 subnets from this range. BESTBOX_TEST_NET overrides it.
 DEFAULT_NETWORK = "10.213.0.0/16"
-# GIDs that the render group has been seen with on real boxes. Hosts started
-# without an explicit render_gid take them in turn, so two hosts differ.
+# GIDs that the render group has had on real boxes. Hosts started without an
+# explicit render_gid take them in turn, so two hosts of a session differ.
 RENDER_GID_CHOICES = (992, 109, 110, 104)
 BESTBOX_USER = "bestbox"
 BESTBOX_CHECKOUT = "/home/bestbox/BestBox"
@@ -171,7 +171,14 @@ class HostSession:
             _run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-C", f"bestbox-test-{self.name}",
                   "-f", str(self.ssh_key)])
         self.hosts: dict[str, ThrowawayHost] = {}
+        self.hosts_started = 0
         self.write_ssh_config()
+
+    def next_render_gid(self) -> int:
+        """Return the default render GID for the next host, so consecutive hosts differ."""
+        gid = RENDER_GID_CHOICES[self.hosts_started % len(RENDER_GID_CHOICES)]
+        self.hosts_started += 1
+        return gid
 
     @property
     def public_key(self) -> str:
@@ -622,7 +629,7 @@ class ThrowawayHost:
         state = self._require_state()
         render_gid = self.requested_render_gid
         if render_gid is None:
-            render_gid = RENDER_GID_CHOICES[state.slot % len(RENDER_GID_CHOICES)]
+            render_gid = self.session.next_render_gid()
         self._set_group_gid("video", self.video_gid)
         self._set_group_gid("render", render_gid)
         self.render_gid = render_gid
@@ -1183,8 +1190,8 @@ def start_host(name: str, **options) -> ThrowawayHost:
     """Start a throwaway host called `name` and return it once SSH works.
 
     Keyword options:
-    - render_gid, video_gid: GIDs of the render and video groups. The default
-      render GID is one of 992, 109, 110 and 104, chosen by the host's slot.
+    - render_gid, video_gid: GIDs of the render and video groups. Without
+      render_gid, the hosts of a session take 992, 109, 110 and 104 in turn.
     - gfx_target_version: an int, or a list with one entry per GPU node.
     - render_node, kfd_node, amdgpu_loaded: drop /dev/dri/renderD128,
       /dev/kfd with the KFD topology, or /sys/module/amdgpu when False.

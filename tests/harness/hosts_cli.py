@@ -53,6 +53,7 @@ def _cli_up(args: argparse.Namespace) -> int:
             stub = ThrowawayHost(state.name, session=session, detached=True)
             stub.state = state
             session.hosts[state.name] = stub
+    session.hosts_started = len(session.hosts)
     used_names = {state.name for state in load_states()}
     started = []
     render_gids = list(args.render_gid or [])
