@@ -281,7 +281,12 @@ def _reserve_slot(state_root: Path) -> int:
         in_use = _networks_in_use()
         slots = _network().num_addresses // 4
         for slot in range(1, slots):
-            if slot in claimed or f"bbt{slot}" in netns or Path(f"/sys/class/net/bbt{slot}h").exists():
+            if (
+                slot in claimed
+                or (state_root / f"slot-{slot}").exists()
+                or f"bbt{slot}" in netns
+                or Path(f"/sys/class/net/bbt{slot}h").exists()
+            ):
                 continue
             subnet = _slot_subnet(slot)
             if any(subnet.overlaps(net) for net in in_use):
