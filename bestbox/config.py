@@ -308,6 +308,16 @@ class Settings:
         return f"http://localhost:{self.values['vllm_port']}/v1"
 
     @property
+    def local_base_url(self) -> str:
+        """Return the URL that reaches vLLM from the box itself, on the bound address."""
+        address = ipaddress.ip_address(self.values["vllm_bind_address"])
+        if address.is_unspecified:
+            host = "127.0.0.1" if address.version == 4 else "[::1]"
+        else:
+            host = f"[{address}]" if address.version == 6 else str(address)
+        return f"http://{host}:{self.values['vllm_port']}"
+
+    @property
     def model_dir_in_container(self) -> str:
         base = self.values["vllm_container_modelscope_cache"].rstrip("/")
         return f"{base}/{self.values['vllm_model_subdir']}"

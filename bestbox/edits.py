@@ -7,6 +7,7 @@ on its own output returns the same text, which keeps the deploy idempotent.
 from __future__ import annotations
 
 import re
+import shlex
 
 import yaml
 
@@ -46,9 +47,9 @@ def active_llm_base_urls(text: str) -> list[str]:
     """Return the values of the active LLM_BASE_URL exports in a shell script."""
     values = []
     for line in text.splitlines():
-        match = ACTIVE_EXPORT_RE.match(line)
-        if match:
-            values.append(line.split("=", 1)[1].strip().strip('"').strip("'"))
+        if ACTIVE_EXPORT_RE.match(line):
+            words = shlex.split(line, comments=True)
+            values.append(words[1].split("=", 1)[1] if len(words) > 1 else "")
     return values
 
 
@@ -56,8 +57,8 @@ class PrometheusEditError(ValueError):
     """The Prometheus file has no LLM scrape job that the deploy can recognise."""
 
 
-def set_llm_scrape_port(text: str, old_port: int, new_port: int, path: str) -> str:
-    """Point the LLM scrape job's targets from old_port to new_port.
+def set_llm_scrape_port(text: str, new_port: int, path: str) -> str:
+    """Point every target of the LLM scrape job at new_port, whatever its port was.
 
     The LLM job is the scrape job whose job_name contains llm, llama or vllm.
     Only its target lines change, so comments and formatting elsewhere stay.
@@ -78,11 +79,11 @@ def set_llm_scrape_port(text: str, old_port: int, new_port: int, path: str) -> s
     lines = text.splitlines(keepends=True)
     for job in llm_jobs:
         for target in _targets(job):
+            address, separator, port = target.value.rpartition(":")
+            if not separator or not port.isdigit() or port == str(new_port):
+                continue
             line = target.start_mark.line
-            old = f":{old_port}"
-            if target.value.endswith(old):
-                new_value = target.value[: -len(old)] + f":{new_port}"
-                lines[line] = lines[line].replace(target.value, new_value, 1)
+            lines[line] = lines[line].replace(target.value, f"{address}:{new_port}", 1)
     return "".join(lines)
 
 

@@ -41,34 +41,3 @@ class HostSnapshot(FactBase):
     def process(self, output):
         return json.loads("\n".join(output))
 
-
-class ServiceStatus(FactBase):
-    """
-    Returns the container state and the HTTP status of /health, read on the host.
-
-    .. code:: python
-
-        {"status": "running", "health": "healthy", "http": 200}
-
-    "status" is None when the container does not exist; "http" is 0 when
-    nothing answers on the port.
-    """
-
-    def command(self, container: str, port: int) -> str:
-        inspect = ("docker inspect --type container --format "
-                   "'{{.State.Status}} {{if .State.Health}}{{.State.Health.Status}}"
-                   "{{else}}none{{end}}' " + shlex.quote(container))
-        health = (f"curl -s -o /dev/null -m 5 -w '%{{http_code}}' "
-                  f"http://127.0.0.1:{int(port)}/health")
-        return f"echo \"state $({inspect} 2>/dev/null || echo missing missing)\"; " \
-               f"echo \"http $({health} 2>/dev/null || true)\""
-
-    def process(self, output):
-        result = {"status": None, "health": None, "http": 0}
-        for line in output:
-            parts = line.split()
-            if parts[:1] == ["state"] and len(parts) == 3 and parts[1] != "missing":
-                result["status"], result["health"] = parts[1], parts[2]
-            if parts[:1] == ["http"] and len(parts) == 2 and parts[1].isdigit():
-                result["http"] = int(parts[1])
-        return result

@@ -200,25 +200,30 @@ def archived_file(source: str, destination: str, source_entry: dict,
 def directory(path: str, owner: str, group: str, mode: int, current: dict, backup_root: str,
               record: bool = True, fix_existing: bool = True):
     """
-    Create a directory, or fix its owner and mode.
+    Create a directory with an owner and mode, or give an existing one the owner.
 
     + current: this path's HostSnapshot entry
     + record: whether the manifest notes the creation, so rollback removes it
-    + fix_existing: whether an existing directory gets this owner and mode
+    + fix_existing: whether an existing directory gets this owner and group; its
+      mode is never changed, since a user may keep ~/.cache private on purpose
     """
     is_directory = current.get("exists") and current.get("type") == "directory"
-    # Already there, and either its attributes match or they are left alone.
-    if is_directory and (not fix_existing or (
-            current.get("owner") == owner and current.get("group") == group
-            and current.get("mode") == mode)):
+    owned = current.get("owner") == owner and current.get("group") == group
+
+    # Already there, and either owned as requested or left as it is.
+    if is_directory and (owned or not fix_existing):
         host.noop(f"directory {path} is already present")
         return
 
-    if not current.get("exists") and record:
+    # Present but owned by someone else: hand it over.
+    if is_directory:
+        yield StringCommand("chown", QuoteString(f"{owner}:{group}"), QuoteString(path))
+        return
+
+    if record:
         yield _manifest_command(backup_root, {"action": "create-directory", "path": path})
     yield StringCommand("install", "-d", "-o", QuoteString(owner), "-g", QuoteString(group),
                         "-m", f"{mode:o}", QuoteString(path))
-
 
 def write_planned_file(plan, path: str, verb: str = "Render") -> None:
     """Call managed_file for a file in the host's plan, named "<verb> <path>"."""

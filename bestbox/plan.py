@@ -195,7 +195,7 @@ def _plan_archive(plan: HostPlan) -> None:
                 "deploy overwrites neither. Compare the two, keep one, then rerun the deploy.")
 
 
-def _render_files(plan: HostPlan) -> None:
+def _render_files(plan: HostPlan, host_name: str) -> None:
     settings, snapshot = plan.settings, plan.snapshot
     user, group = settings.bestbox_user, plan.user_group
 
@@ -218,7 +218,10 @@ def _render_files(plan: HostPlan) -> None:
 
     inputs = compose.ServiceInputs(plan.home, plan.gids["video"], plan.gids["render"])
     compose_text = existing(settings.compose_path)
-    if compose_text is not None:
+    if compose_text is None:
+        plan.problems.append(f"[compose] {settings.compose_path} is missing or unreadable, so "
+                             "the vllm service cannot be merged into it. Restore it from git.")
+    else:
         try:
             merged = compose.merge(compose_text.decode("utf-8"),
                                    compose.render_service(settings, inputs),
@@ -245,29 +248,35 @@ def _render_files(plan: HostPlan) -> None:
     for relative in settings.bestbox_activate_scripts:
         path = settings.path(relative)
         text = existing(path)
-        if text is not None:
+        if text is None:
+            logger.warning("%s: %s is missing, so LLM_BASE_URL was not set in it.",
+                           host_name, path)
+        else:
             add(path, edits.set_llm_base_url(text.decode("utf-8"), settings.llm_base_url),
                 keep_mode(path, 0o755))
 
     prometheus = settings.path(settings.bestbox_prometheus_config)
     text = existing(prometheus)
     if text is None:
-        logger.warning("%s is missing; the LLM scrape target was not updated.", prometheus)
+        logger.warning("%s: %s is missing, so the LLM scrape target was not updated.",
+                       host_name, prometheus)
     else:
         try:
             add(prometheus, edits.set_llm_scrape_port(
-                text.decode("utf-8"), settings.bestbox_llamacpp_port, settings.vllm_port,
-                prometheus), keep_mode(prometheus, 0o644),
+                text.decode("utf-8"), settings.vllm_port, prometheus), keep_mode(prometheus, 0o644),
                 snapshot["files"][prometheus].get("owner", user),
                 snapshot["files"][prometheus].get("group", group))
         except edits.PrometheusEditError as error:
-            logger.warning("%s", error)
+            logger.warning("%s: %s", host_name, error)
 
 
 def plan_host(host, data: dict) -> HostPlan:
     """Validate, read and check one host, and return its plan (problems included)."""
     settings = settings_from(data, host.name)
     snapshot = host.get_fact(HostSnapshot, request=snapshot_request(settings))
+    if not snapshot:
+        raise DeployError(f"{host.name}: reading the host failed (the HostSnapshot fact returned "
+                          "nothing); rerun with -v to see the remote error.")
     plan = HostPlan(settings, snapshot)
     plan.findings = run_checks(settings, snapshot)
     plan.problems += [str(f) for f in plan.findings if f.error]
@@ -275,7 +284,7 @@ def plan_host(host, data: dict) -> HostPlan:
         return plan
     _plan_groups(plan)
     _plan_archive(plan)
-    _render_files(plan)
+    _render_files(plan, host.name)
     return plan
 
 

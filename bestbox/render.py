@@ -28,6 +28,7 @@ def render_template(name: str, settings: Settings, **extra: Any) -> str:
     context = dict(settings.values)
     context.update(extra)
     context["llm_base_url"] = settings.llm_base_url
+    context["local_base_url"] = settings.local_base_url
     context["compose_path"] = settings.compose_path
     context["env_file_path"] = settings.env_file_path
     return _environment.get_template(name).render(context)

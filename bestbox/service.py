@@ -47,7 +47,7 @@ def read_state(host, settings: Settings) -> ContainerState:
         "'{{.State.Status}} {{if .State.Health}}{{.State.Health.Status}}{{else}}none{{end}}' "
         f"{container} 2>/dev/null || echo missing none; "
         f"curl -s -o /dev/null -m 5 -w '%{{http_code}}\\n' "
-        f"http://127.0.0.1:{settings.vllm_port}/health || echo 000"
+        f"{settings.local_base_url}/health || echo 000"
     )
     _, lines = _run(host, command)
     words = " ".join(lines).split()
@@ -100,16 +100,21 @@ def wait_for_health(host, settings: Settings, timeout: int | None = None) -> Con
 
 def _curl(host, settings: Settings, path: str, body: dict | None = None,
           stream: bool = False) -> tuple[int, str]:
-    url = f"http://127.0.0.1:{settings.vllm_port}{path}"
+    url = f"{settings.local_base_url}{path}"
     parts = ["curl", "-sS", "-m", "300", "-w", f"\\n{STATUS_MARK}%{{http_code}}\\n"]
     if stream:
         parts.append("-N")
-    if settings.vllm_api_key:
-        parts += ["-H", f"Authorization: Bearer {settings.vllm_api_key}"]
     if body is not None:
         parts += ["-H", "Content-Type: application/json", "-d", json.dumps(body)]
     parts.append(url)
-    _, lines = _run(host, " ".join(shlex.quote(p) for p in parts))
+    command = " ".join(shlex.quote(p) for p in parts)
+    if settings.vllm_api_key:
+        # curl reads the Authorization header from stdin (-H @-), and sed takes
+        # the key from the env file on the box, so no command line shows it.
+        header = "s/^VLLM_API_KEY=\\(.*\\)$/Authorization: Bearer \\1/p"
+        command = (f"sed -n {shlex.quote(header)} {shlex.quote(settings.env_file_path)} | "
+                   f"{command.replace('curl ', 'curl -H @- ', 1)}")
+    _, lines = _run(host, command)
     status = 0
     kept = []
     for line in lines:

@@ -53,8 +53,11 @@ def name_of_gid(gid):
         return str(gid)
 
 
-def describe_path(path, want_content):
-    """Return type, mode, owner, group, size, sha256 and (optionally) content of a path."""
+def describe_path(path, want_content, want_hash=True):
+    """Return type, mode, owner, group, size, sha256 and (optionally) content of a path.
+
+    want_hash=False skips reading the file, for files as large as model shards.
+    """
     try:
         info = os.lstat(path)
     except FileNotFoundError:
@@ -82,7 +85,7 @@ def describe_path(path, want_content):
         "group": name_of_gid(info.st_gid),
         "size": info.st_size,
     }
-    if kind == "file":
+    if kind == "file" and want_hash:
         try:
             with open(path, "rb") as handle:
                 data = handle.read()
@@ -193,8 +196,8 @@ def read_model(model_dir):
     result = {"dir": model_dir, "exists": os.path.isdir(model_dir)}
     config_path = os.path.join(model_dir, "config.json")
     index_path = os.path.join(model_dir, "model.safetensors.index.json")
-    result["config"] = describe_path(config_path, False)
-    result["index"] = describe_path(index_path, False)
+    result["config"] = describe_path(config_path, False, want_hash=False)
+    result["index"] = describe_path(index_path, False, want_hash=False)
     try:
         with open(config_path, encoding="utf-8") as handle:
             config = json.load(handle)
@@ -209,7 +212,7 @@ def read_model(model_dir):
         shard_names = sorted(set(index.get("weight_map", {}).values()))
         shards = []
         for shard in shard_names:
-            described = describe_path(os.path.join(model_dir, shard), False)
+            described = describe_path(os.path.join(model_dir, shard), False, want_hash=False)
             shards.append({"name": shard, "exists": described.get("exists", False),
                            "size": described.get("size", 0)})
         result["shards"] = shards

@@ -9,4 +9,7 @@ plan = plan_for(host)
 settings = plan.settings
 
 for relative in settings.bestbox_activate_scripts:
-    write_planned_file(plan, settings.path(relative), verb="Set LLM_BASE_URL in")
+    path = settings.path(relative)
+    # A missing script is left out of the plan, with a warning.
+    if path in plan.files:
+        write_planned_file(plan, path, verb="Set LLM_BASE_URL in")

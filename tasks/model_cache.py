@@ -16,4 +16,7 @@ for relative in cache_directories(settings):
         path=path, owner=settings.bestbox_user, group=plan.user_group, mode=0o755,
         current=plan.snapshot["paths"].get(home_key(relative), {}),
         backup_root=settings.bestbox_backup_root, record=False,
+        # The cache directories must belong to the user; a parent such as
+        # ~/.cache is only created when missing.
+        fix_existing=relative in (settings.vllm_modelscope_cache, settings.vllm_huggingface_cache),
     )

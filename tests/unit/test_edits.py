@@ -48,19 +48,32 @@ def test_edit_is_idempotent(script):
 
 def test_prometheus_llm_target_moves_to_vllm_port():
     original = (TREE / "config" / "prometheus" / "prometheus.yml").read_text()
-    result = edits.set_llm_scrape_port(original, 8080, 8001, "prometheus.yml")
+    result = edits.set_llm_scrape_port(original, 8001, "prometheus.yml")
     assert '"172.17.0.1:8001"' in result
     assert '"172.17.0.1:8080"' not in result
     changed = [pair for pair in zip(original.splitlines(), result.splitlines())
                if pair[0] != pair[1]]
     assert len(changed) == 1
-    assert edits.set_llm_scrape_port(result, 8080, 8001, "prometheus.yml") == result
+    assert edits.set_llm_scrape_port(result, 8001, "prometheus.yml") == result
+
+
+def test_prometheus_follows_a_changed_vllm_port():
+    original = (TREE / "config" / "prometheus" / "prometheus.yml").read_text()
+    first = edits.set_llm_scrape_port(original, 8001, "prometheus.yml")
+    second = edits.set_llm_scrape_port(first, 8002, "prometheus.yml")
+    assert '"172.17.0.1:8002"' in second
+    assert '"172.17.0.1:8000"' in second
+
+
+def test_trailing_comment_is_not_part_of_the_url():
+    text = 'export LLM_BASE_URL="http://x:1/v1"  # old\n'
+    assert edits.active_llm_base_urls(text) == ["http://x:1/v1"]
 
 
 def test_prometheus_without_llm_job_is_reported():
     text = "scrape_configs:\n  - job_name: node\n    static_configs:\n      - targets: [a:1]\n"
     with pytest.raises(edits.PrometheusEditError, match="jobs: node"):
-        edits.set_llm_scrape_port(text, 8080, 8001, "p.yml")
+        edits.set_llm_scrape_port(text, 8001, "p.yml")
 
 
 def test_unrelated_8080_is_not_an_old_endpoint():
