@@ -21,7 +21,7 @@ COMPOSE = "/home/bestbox/BestBox/docker-compose.yml"
 
 @pytest.fixture(scope="module")
 def pair(throwaway_hosts):
-    hosts = [throwaway_hosts(f"deploy{i + 1}", render_gid=gid, model=True, with_docker=True,
+    hosts = [throwaway_hosts(f"deploy{i + 1}", render_gid=gid, model=True, with_docker=True, with_udevd=True,
                              meminfo_total=128 * GiB)
              for i, gid in enumerate(RENDER_GIDS)]
     # Taken before any deploy touches the hosts; the rollback test compares with it.
@@ -88,12 +88,13 @@ def test_box_suite_passes_on_both_hosts(pair):
 
 
 @pytest.mark.parametrize("breakage, failing_test", [
-    ("rm /etc/udev/rules.d/70-bestbox-amd-gpu.rules", "udev"),
-    ("chmod 0644 /home/bestbox/BestBox/.env.vllm", "env"),
-    ("chmod 0644 /dev/kfd", "kfd"),
-    ("sed -i 's#localhost:8001#localhost:8080#' /home/bestbox/BestBox/activate.sh", "activate"),
+    ("rm /etc/udev/rules.d/70-bestbox-amd-gpu.rules", "udev_rule"),
+    ("chmod 0644 /home/bestbox/BestBox/.env.vllm", "env_file_has_mode"),
+    ("chmod 0644 /dev/kfd", "device_nodes_have_mode"),
+    ("sed -i 's#localhost:8001#localhost:8080#' /home/bestbox/BestBox/activate.sh",
+     "activate_script"),
     ("mv /home/bestbox/BestBox/docs/archive/llama-cpp/scripts/start-llm.sh "
-     "/home/bestbox/BestBox/scripts/start-llm.sh", "archive"),
+     "/home/bestbox/BestBox/scripts/start-llm.sh", "llamacpp_file"),
 ])
 def test_box_suite_fails_on_broken_item_and_deploy_repairs_it(pair, breakage, failing_test):
     hosts, _ = pair
@@ -105,7 +106,7 @@ def test_box_suite_fails_on_broken_item_and_deploy_repairs_it(pair, breakage, fa
     assert failed, result.stdout[-3000:]
     assert all(failing_test in line for line in failed), "\n".join(failed)
 
-    if failing_test != "archive":
+    if failing_test != "llamacpp_file":
         # The deploy converges the host again; the archive case is left to the rollback
         # test below, which must then refuse nothing because the file is back.
         run = run_pyinfra([host], data=NO_SERVICE)
