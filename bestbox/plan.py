@@ -14,6 +14,7 @@ import os
 from dataclasses import dataclass, field
 
 import gevent
+import gevent.lock
 from pyinfra import logger
 from pyinfra.api.exceptions import DeployError
 
@@ -288,11 +289,26 @@ def plan_host(host, data: dict) -> HostPlan:
     return plan
 
 
+# pyinfra runs the deploy file for every host at once, in greenlets, so the
+# first greenlet plans all hosts and the others wait for it.
+_planning_lock = gevent.lock.Semaphore()
+
+
 def prepare(inventory) -> None:
     """Plan every active host once, and raise DeployError listing all problems."""
-    hosts = [h for h in inventory.get_active_hosts() if h.name not in _plans]
-    if not hosts:
-        return
+    with _planning_lock:
+        if _failure is not None:
+            raise DeployError(_failure)
+        hosts = [h for h in inventory.get_active_hosts() if h.name not in _plans]
+        if hosts:
+            _prepare_hosts(hosts)
+
+
+_failure: str | None = None
+
+
+def _prepare_hosts(hosts) -> None:
+    global _failure
 
     config_errors = []
     valid = []
@@ -304,7 +320,8 @@ def prepare(inventory) -> None:
             config_errors.append(str(error))
     if config_errors:
         # Configuration is checked on every host before any host is contacted.
-        raise DeployError("\n\n".join(config_errors))
+        _failure = "\n\n".join(config_errors)
+        raise DeployError(_failure)
 
     jobs = {target.name: gevent.spawn(plan_host, target, target.data.dict()) for target in valid}
     gevent.joinall(list(jobs.values()))
@@ -322,7 +339,8 @@ def prepare(inventory) -> None:
             lines = "\n".join(f"  - {problem}" for problem in plan.problems)
             reports.append(f"Host {target.name} is not ready; nothing was changed:\n{lines}")
     if reports:
-        raise DeployError("\n\n".join(reports))
+        _failure = "\n\n".join(reports)
+        raise DeployError(_failure)
 
 
 def plan_for(host) -> HostPlan:

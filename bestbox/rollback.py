@@ -10,6 +10,9 @@ rollback stops, naming it, before it changes anything.
 from __future__ import annotations
 
 import json
+
+import gevent
+import gevent.lock
 from dataclasses import dataclass, field
 
 from pyinfra.api.exceptions import DeployError
@@ -182,13 +185,21 @@ def check(plans: dict[str, RollbackPlan]) -> None:
 
 
 _plans: dict[str, RollbackPlan] = {}
+# pyinfra runs the deploy file for every host at once, in greenlets: the first
+# plans all hosts, and the others wait and reuse the result.
+_planning_lock = gevent.lock.Semaphore()
 
 
 def plan_all(inventory) -> dict[str, RollbackPlan]:
     """Plan the rollback of every active host once; raise if any host has problems."""
-    if not _plans:
-        for target in inventory.get_active_hosts():
-            settings = settings_from(target.data.dict(), target.name)
-            _plans[target.name] = plan_rollback(target, settings)
+    with _planning_lock:
+        if not _plans:
+            targets = inventory.get_active_hosts()
+            jobs = [gevent.spawn(plan_rollback, target,
+                                 settings_from(target.data.dict(), target.name))
+                    for target in targets]
+            gevent.joinall(jobs, raise_error=True)
+            for target, job in zip(targets, jobs):
+                _plans[target.name] = job.value
         check(_plans)
     return _plans
