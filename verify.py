@@ -2,7 +2,7 @@
 
     pyinfra inventory.py verify.py
 
-Fails unless the container is healthy, /health answers 200, /v1/models lists
+Fails unless the container is healthy, /health returns 200, /v1/models lists
 the served name, and plain and streaming chat completions return content.
 """
 

@@ -46,7 +46,7 @@ class ConfigError(ValueError):
 
 @dataclass(frozen=True)
 class Rule:
-    """What one key accepts: a Python type, an optional check, and a description."""
+    """Accepted values of one key: Python types, an optional check and a description."""
 
     types: tuple[type, ...]
     allowed: str

@@ -18,7 +18,7 @@ LLM_JOB_RE = re.compile(r"llm|llama|vllm", re.IGNORECASE)
 def set_llm_base_url(text: str, url: str) -> str:
     """Leave exactly one active `export LLM_BASE_URL="url"` line in a shell script.
 
-    The first active line is replaced where it stands, whatever its old URL,
+    The first active line is replaced in place, whatever its old URL,
     and later active ones are removed. Commented-out lines stay as they are.
     Without an active line, one is appended with a comment above it.
     """

@@ -92,7 +92,7 @@ def managed_file(
     + content: the desired bytes
     + mode, owner, group: the desired attributes (mode as an int, e.g. 0o640)
     + current: this path's entry from the HostSnapshot fact
-    + backup_root: folder that holds one backup folder per run
+    + backup_root: folder that contains one backup folder per run
     + verify_command: a command run on the uploaded temporary file before it
       replaces the old one, with {path} standing for that file; a non-zero
       exit stops the deploy and leaves the old file in place
@@ -160,7 +160,7 @@ def archived_file(source: str, destination: str, source_entry: dict,
     + source_entry, destination_entry: their HostSnapshot entries
     + owner, group: owner of any archive folder that has to be created
 
-    A destination that holds a different file is a conflict; the deploy's
+    A destination that contains a different file is a conflict; the deploy's
     planning step rejects it before any operation runs, so it is not handled here.
     """
     source_exists = bool(source_entry.get("exists"))

@@ -28,7 +28,7 @@ from bestbox.render import REPO_ROOT, render_template
 SCRIPT_TEMPLATES = ("start-vllm.sh", "stop-vllm.sh", "restart-vllm.sh",
                     "rollback-to-llamacpp.sh", "monitor-vllm.sh")
 BENCHMARK_SCRIPT = "scripts/benchmark_vllm.py"
-# Where the Dockerfile goes when vllm_build_image is true, relative to bestbox_path.
+# Path of the rendered Dockerfile when vllm_build_image is true, relative to bestbox_path.
 DOCKERFILE = "docker/vllm-rocm/Dockerfile"
 # Folders the endpoint audit does not read: version control, environments,
 # dependencies, and the archive the deploy made itself.

@@ -1,8 +1,8 @@
 """Plan a rollback from the backup manifests that deploy runs left on the host.
 
 Only runs not yet rolled back count. For each path they touched, the first
-entry holds the original (a backup copy, or "absent" for a file the deploy
-created) and the last entry holds the checksum the deploy wrote. A file whose
+entry keeps the original (a backup copy, or "absent" for a file the deploy
+created) and the last entry keeps the checksum the deploy wrote. A file whose
 current checksum is neither was changed by hand after the deploy, and the
 rollback stops, naming it, before it changes anything.
 """

@@ -64,7 +64,7 @@ def container_logs(host, settings: Settings, lines: int = 30) -> str:
 
 
 def wait_for_health(host, settings: Settings, timeout: int | None = None) -> ContainerState:
-    """Poll /health until it answers 200, printing progress at least every 10 s.
+    """Poll /health until it returns 200, printing progress at least every 10 s.
 
     Stops at once, with the last log lines, when the container exits, dies or
     restarts; raises ServiceError then and at the timeout.

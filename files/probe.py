@@ -312,7 +312,7 @@ def read_docker(container, compose_file, service, images):
 def read_backups(root):
     """Return the manifests of earlier runs, oldest first.
 
-    Each run folder holds manifest.jsonl, one JSON object a line, written
+    Each run folder contains manifest.jsonl, one JSON object a line, written
     before the change it describes. A line cut short by a killed run is skipped.
     """
     runs = []

@@ -53,7 +53,7 @@ for restore in plan.restores:
         verb = "Restore the owner and mode of"
     server.shell(name=f"{verb} {restore.path} from the backup", commands=commands)
 
-# Directories the deploy created, deepest first; one that holds other files stays.
+# Directories the deploy created, deepest first; one that still contains other files stays.
 for path in sorted(plan.directories, key=len, reverse=True):
     if snapshot["paths"].get(path, {}).get("exists"):
         server.shell(name=f"Remove the directory {path} if it is empty",

@@ -1,4 +1,4 @@
-"""Bring the vllm service up when it differs from the compose file, then prove it answers."""
+"""Bring the vllm service up when it differs from the compose file, then prove it responds."""
 
 import os
 
