@@ -18,8 +18,12 @@ for note in plan.notes:
 container = snapshot["docker"].get("container")
 if container is not None:
     server.shell(
-        name=f"Stop and remove the container {settings.vllm_container_name}",
-        commands=[StringCommand("docker", "rm", "-f", settings.vllm_container_name)],
+        name=f"Stop and remove the container {settings.vllm_container_name} and its network",
+        commands=[StringCommand("docker", "rm", "-f", settings.vllm_container_name),
+                  # Compose made the network for this service alone; another
+                  # container still attached to it keeps it.
+                  StringCommand("docker", "network", "rm", settings.vllm_network,
+                                ">/dev/null", "2>&1", "||", "true")],
     )
 else:
     host.noop(f"the container {settings.vllm_container_name} does not exist")
