@@ -278,6 +278,9 @@ def run_checks(settings: Settings, snapshot: dict) -> list[Finding]:
             continue
         if check_id == "memory" and (not snapshot["model"].get("shards")
                                      or "model" in settings.skipped_checks):
+            findings.append(Finding("memory", "not checked, because the model's shard sizes "
+                                    "are unknown or the model check was skipped.",
+                                    "make the model check pass.", error=False))
             continue
         findings += check(settings, snapshot)
     return findings
