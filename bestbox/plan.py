@@ -131,6 +131,7 @@ def snapshot_request(settings: Settings, preflight: bool = True) -> str:
         "model_dir": home_key(f"{settings.vllm_modelscope_cache}/{settings.vllm_model_subdir}"),
         "docker": True,
         "container": settings.vllm_container_name,
+        "project_directory": settings.bestbox_path,
         "compose_file": settings.compose_path,
         "service": "vllm",
         "images": [settings.image],
@@ -319,7 +320,7 @@ def _prepare_hosts(hosts) -> None:
         except ConfigError as error:
             config_errors.append(str(error))
     if config_errors:
-        # Configuration is checked on every host before any host is contacted.
+        # Configuration is checked on every host before any host is read.
         _failure = "\n\n".join(config_errors)
         raise DeployError(_failure)
 

@@ -20,10 +20,11 @@ REQUEST = json.loads(sys.argv[1])
 MAX_CONTENT_BYTES = 1024 * 1024
 
 
-def run(argv, timeout=20):
+def run(argv, timeout=20, stdin_text=None):
     """Run a command and return (exit code, stdout, stderr); 127 if it is missing."""
     try:
-        proc = subprocess.run(argv, capture_output=True, text=True, timeout=timeout)
+        proc = subprocess.run(argv, capture_output=True, text=True, timeout=timeout,
+                              input=stdin_text)
     except FileNotFoundError:
         return 127, "", f"{argv[0]}: command not found"
     except subprocess.TimeoutExpired:
@@ -267,7 +268,28 @@ def read_port(port):
     return {"port": port, "listening": bool(inodes), "holders": holders}
 
 
-def read_docker(container, compose_file, service, images):
+def compose_service_hash(project_directory, compose_file, service):
+    """Return (hash, error) of a service, computed as `docker compose up` labels its container.
+
+    Compose v2.40.3 hashes a service for `config --hash` before it merges the
+    service's env_file into `environment`, and for the container's
+    com.docker.compose.config-hash label after, so the two never match for a
+    service with an env_file. Hashing the resolved model that `config` prints
+    gives the label's value. The model contains the env file's values, API key
+    included, so only the hash leaves this function.
+    """
+    compose = ["docker", "compose", "--project-directory", project_directory]
+    code, resolved, err = run([*compose, "-f", compose_file, "config", service])
+    if code != 0:
+        return None, err.strip() or f"docker compose config {service} failed"
+    code, out, err = run([*compose, "-f", "-", "config", "--hash", service],
+                         stdin_text=resolved)
+    if code != 0 or not out.split():
+        return None, err.strip() or f"docker compose config --hash {service} failed"
+    return out.split()[-1], None
+
+
+def read_docker(container, project_directory, compose_file, service, images):
     result = {}
     code, out, err = run(["docker", "version", "--format", "{{.Server.Version}}"])
     result["server_version"] = out.strip() if code == 0 else None
@@ -295,12 +317,10 @@ def read_docker(container, compose_file, service, images):
 
     result["compose_hash"] = None
     if result["compose_version"] and os.path.isfile(compose_file):
-        code, out, err = run(["docker", "compose", "-f", compose_file, "config",
-                              "--hash", service])
-        if code == 0 and out.split():
-            result["compose_hash"] = out.split()[-1]
-        else:
-            result["compose_hash_error"] = (err or out).strip()
+        result["compose_hash"], error = compose_service_hash(project_directory, compose_file,
+                                                             service)
+        if error:
+            result["compose_hash_error"] = error
 
     result["images"] = {}
     for image in images:
@@ -392,8 +412,9 @@ def main():
     if request.get("model_dir"):
         snapshot["model"] = read_model(resolve(request["model_dir"]))
     if request.get("docker"):
-        snapshot["docker"] = read_docker(request["container"], request["compose_file"],
-                                         request["service"], request["images"])
+        snapshot["docker"] = read_docker(request["container"], request["project_directory"],
+                                         request["compose_file"], request["service"],
+                                         request["images"])
     if request.get("audit"):
         audit = request["audit"]
         snapshot["audit"] = read_audit(audit["root"], audit["patterns"], set(audit["skip_dirs"]))

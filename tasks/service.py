@@ -48,8 +48,8 @@ else:
 
     if files_changed or hash_differs or not running:
         # --no-deps keeps every other service of the compose file as it is.
-        # A changed env file does not change Compose's config hash, so a
-        # changed file forces the container to be recreated.
+        # The snapshot read the config hash before this run wrote the compose
+        # and env files, so a changed file forces the container to be recreated.
         up = compose + ["up", "-d", "--no-deps"]
         if files_changed and container is not None:
             up.append("--force-recreate")
