@@ -320,7 +320,7 @@ def _prepare_hosts(hosts) -> None:
         except ConfigError as error:
             config_errors.append(str(error))
     if config_errors:
-        # Configuration is checked on every host before any host is contacted.
+        # Configuration is checked on every host before any host is read.
         _failure = "\n\n".join(config_errors)
         raise DeployError(_failure)
 

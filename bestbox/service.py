@@ -30,6 +30,7 @@ class ContainerState:
     status: str | None
     health: str | None
     http: int
+    restarts: int = 0
 
 
 def _run(host, command: str) -> tuple[bool, list[str]]:
@@ -40,12 +41,13 @@ def _run(host, command: str) -> tuple[bool, list[str]]:
 
 
 def read_state(host, settings: Settings) -> ContainerState:
-    """Read the container's status and health, and the HTTP status of /health."""
+    """Read the container's status, health and restart count, and the HTTP status of /health."""
     container = shlex.quote(settings.vllm_container_name)
     command = (
         "docker inspect --type container --format "
-        "'{{.State.Status}} {{if .State.Health}}{{.State.Health.Status}}{{else}}none{{end}}' "
-        f"{container} 2>/dev/null || echo missing none; "
+        "'{{.State.Status}} {{if .State.Health}}{{.State.Health.Status}}{{else}}none{{end}} "
+        "{{.RestartCount}}' "
+        f"{container} 2>/dev/null || echo missing none 0; "
         f"curl -s -o /dev/null -m 5 -w '%{{http_code}}\\n' "
         f"{settings.local_base_url}/health || echo 000"
     )
@@ -53,8 +55,9 @@ def read_state(host, settings: Settings) -> ContainerState:
     words = " ".join(lines).split()
     status = words[0] if words else "missing"
     health = words[1] if len(words) > 1 else "none"
-    code = int(words[2]) if len(words) > 2 and words[2].isdigit() else 0
-    return ContainerState(None if status == "missing" else status, health, code)
+    restarts = int(words[2]) if len(words) > 2 and words[2].isdigit() else 0
+    code = int(words[3]) if len(words) > 3 and words[3].isdigit() else 0
+    return ContainerState(None if status == "missing" else status, health, code, restarts)
 
 
 def container_logs(host, settings: Settings, lines: int = 30) -> str:
@@ -72,9 +75,16 @@ def wait_for_health(host, settings: Settings, timeout: int | None = None) -> Con
     timeout = settings.vllm_health_wait_timeout if timeout is None else timeout
     started = time.monotonic()
     last_report = -10.0
+    first_restarts = None
     while True:
         elapsed = time.monotonic() - started
         state = read_state(host, settings)
+        if first_restarts is None:
+            first_restarts = state.restarts
+        # With a restart policy, a process that exits at once often shows as
+        # "running" between restarts; a growing restart count gives it away.
+        if state.restarts > first_restarts and state.status == "running":
+            state.status = "restarting"
         if state.http == 200:
             logger.info("%s: vLLM is healthy after %.0f s (container %s, health %s)",
                         host.name, elapsed, state.status, state.health)
