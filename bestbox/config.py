@@ -101,8 +101,8 @@ SCHEMA: dict[str, Rule] = {
     "bestbox_llamacpp_port": Rule(INTEGER, "a TCP port from 1 to 65535", _between(1, 65535)),
     "bestbox_stop_llamacpp": Rule(BOOLEAN, "true or false"),
     "bestbox_udev_rule_path": Rule(
-        STRING, "an absolute path under /etc/udev/rules.d ending in .rules",
-        lambda v: v.startswith("/etc/udev/rules.d/") and v.endswith(".rules")),
+        STRING, "a file directly in /etc/udev/rules.d whose name ends in .rules",
+        lambda v: re.match(r"^/etc/udev/rules\.d/[A-Za-z0-9_.-]+\.rules$", v)),
     "bestbox_backup_root": Rule(STRING, "an absolute path", _is_absolute_path),
     "bestbox_rollback_keep_created": Rule(BOOLEAN, "true or false"),
     "bestbox_archive_dir": Rule(STRING, "a path relative to bestbox_path", _is_relative_path),
@@ -115,7 +115,9 @@ SCHEMA: dict[str, Rule] = {
     "vllm_api_key": Rule(
         STRING, "a string without spaces, quotes, '#', '$' or backslashes",
         lambda v: ENV_VALUE_RE.match(v) is not None and " " not in v),
-    "vllm_network": Rule(STRING, "a Docker network name", NAME_RE.match),
+    "vllm_network": Rule(
+        STRING, "a Docker network name other than default, bridge, host or none",
+        lambda v: NAME_RE.match(v) and v not in ("default", "bridge", "host", "none")),
     "vllm_model_id": Rule(STRING, "a hub id such as Org/Model", lambda v: v.count("/") == 1),
     "vllm_served_model_name": Rule(STRING, "a model name without spaces", NAME_RE.match),
     "vllm_modelscope_cache": Rule(STRING, "a path relative to the user's home", _is_home_relative),

@@ -12,6 +12,28 @@ import shlex
 import yaml
 
 ACTIVE_EXPORT_RE = re.compile(r"^(\s*)export\s+LLM_BASE_URL=.*$")
+# Any active assignment of LLM_BASE_URL, exported or not, at any indentation.
+ANY_ASSIGNMENT_RE = re.compile(r"^\s*(export\s+)?LLM_BASE_URL=")
+TOP_LEVEL_EXPORT_RE = re.compile(r"^export\s+LLM_BASE_URL=")
+
+
+class ActivateEditError(ValueError):
+    """The script sets LLM_BASE_URL in a way that a line edit could break."""
+
+
+def check_llm_base_url_lines(text: str, path: str) -> None:
+    """Raise ActivateEditError unless every active LLM_BASE_URL assignment is a top-level export.
+
+    An indented export sits inside an if, a function or a heredoc, where
+    removing or rewriting it could break the script or change its meaning.
+    A plain assignment may override the export later in the script.
+    """
+    for number, line in enumerate(text.splitlines(), start=1):
+        if ANY_ASSIGNMENT_RE.match(line) and not TOP_LEVEL_EXPORT_RE.match(line):
+            raise ActivateEditError(
+                f"{path} line {number} sets LLM_BASE_URL inside a block or without export "
+                f"({line.strip()!r}); the deploy edits only top-level 'export LLM_BASE_URL=' "
+                "lines. Replace that line with a top-level export, or remove it, then rerun.")
 LLM_JOB_RE = re.compile(r"llm|llama|vllm", re.IGNORECASE)
 
 

@@ -254,6 +254,11 @@ def _render_files(plan: HostPlan, host_name: str) -> None:
             logger.warning("%s: %s is missing, so LLM_BASE_URL was not set in it.",
                            host_name, path)
         else:
+            try:
+                edits.check_llm_base_url_lines(text.decode("utf-8"), path)
+            except edits.ActivateEditError as error:
+                plan.problems.append(f"[activate] {error}")
+                continue
             add(path, edits.set_llm_base_url(text.decode("utf-8"), settings.llm_base_url),
                 keep_mode(path, 0o755))
 
@@ -272,6 +277,28 @@ def _render_files(plan: HostPlan, host_name: str) -> None:
             logger.warning("%s: %s", host_name, error)
 
 
+def _check_file_types(plan: HostPlan) -> None:
+    """Reject anything but a regular file or a real directory where the deploy writes.
+
+    Root follows symbolic links, so a link that the checkout's owner placed
+    could make the deploy write elsewhere; a directory cannot be replaced.
+    """
+    for path, spec in plan.files.items():
+        entry = plan.snapshot["files"].get(path, {})
+        if entry.get("exists") and entry.get("type") != "file":
+            plan.problems.append(
+                f"[files] {path} is a {entry.get('type')}, not a regular file, so the deploy "
+                "will not write it. Move it aside, then rerun the deploy.")
+    archive_dir = plan.settings.path(plan.settings.bestbox_archive_dir)
+    for path in (plan.settings.path("docs/archive"), archive_dir, f"{archive_dir}/scripts",
+                 f"{archive_dir}/docs"):
+        entry = plan.snapshot["paths"].get(path, {})
+        if entry.get("exists") and entry.get("type") != "directory":
+            plan.problems.append(
+                f"[archive] {path} is a {entry.get('type')}, not a directory, so the deploy "
+                "will not archive files into it. Move it aside, then rerun the deploy.")
+
+
 def plan_host(host, data: dict) -> HostPlan:
     """Validate, read and check one host, and return its plan (problems included)."""
     settings = settings_from(data, host.name)
@@ -287,6 +314,7 @@ def plan_host(host, data: dict) -> HostPlan:
     _plan_groups(plan)
     _plan_archive(plan)
     _render_files(plan, host.name)
+    _check_file_types(plan)
     return plan
 
 

@@ -14,9 +14,9 @@ from bestbox.plan import archive_pairs, plan_for
 
 plan = plan_for(host)
 settings = plan.settings
-prometheus = settings.path(settings.bestbox_prometheus_config)
-# The deploy updates Prometheus itself and moves the archived files away.
-skipped = {prometheus} | {source for source, _ in archive_pairs(settings)}
+# The tree was read before this run, so files the deploy writes (Prometheus,
+# the activate scripts) or moves away (the archive) would be reported stale.
+skipped = set(plan.files) | {source for source, _ in archive_pairs(settings)}
 hits = [hit for hit in plan.snapshot.get("audit", []) if hit["path"] not in skipped]
 
 

@@ -21,6 +21,8 @@ def test_defaults_are_valid():
     ("vllm_api_key", "has space", "without spaces"),
     ("vllm_bind_address", "localhost", "an IPv4 or IPv6 address"),
     ("bestbox_archive_scripts", ["../etc/passwd"], "relative to bestbox_path"),
+    ("vllm_network", "default", "other than default, bridge, host or none"),
+    ("bestbox_udev_rule_path", "/etc/udev/rules.d/sub/70-x.rules", "directly in /etc/udev"),
 ])
 def test_invalid_value_is_named(key, value, expected):
     data = load_defaults()

@@ -82,3 +82,18 @@ def test_unrelated_8080_is_not_an_old_endpoint():
     unrelated = [line for line in gatus.read_text().splitlines()
                  if "8080" in line and not any(p.search(line) for p in patterns)]
     assert unrelated
+
+
+@pytest.mark.parametrize("text", [
+    'if [ -n "$X" ]; then\n    export LLM_BASE_URL="http://$X/v1"\nfi\n',
+    'LLM_BASE_URL=http://127.0.0.1:8080/v1; export LLM_BASE_URL\n',
+    'cat <<EOF\n  export LLM_BASE_URL=x\nEOF\n',
+])
+def test_nested_or_plain_assignment_is_rejected(text):
+    with pytest.raises(edits.ActivateEditError, match="activate.sh line"):
+        edits.check_llm_base_url_lines(text, "activate.sh")
+
+
+@pytest.mark.parametrize("script", ["activate.sh", "activate-cuda.sh"])
+def test_fixture_activate_scripts_are_accepted(script):
+    edits.check_llm_base_url_lines((TREE / script).read_text(), script)
