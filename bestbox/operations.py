@@ -117,8 +117,9 @@ def managed_file(
         host.noop(f"{path} is already up to date")
         return
 
+    written = f"{run_dir(backup_root)}/written{path}"
     record = {"path": path, "before": _attributes(current), "after_sha256": new_sha,
-              "mode": mode, "owner": owner, "group": group}
+              "mode": mode, "owner": owner, "group": group, "written": written}
 
     # Only the owner or mode differ: fix them in place.
     if same_content:
@@ -148,6 +149,10 @@ def managed_file(
         yield StringCommand(verify_command.format(path=shlex.quote(temporary)), "||",
                             "{", "rm", "-f", QuoteString(temporary), ";", "exit", "1", ";", "}")
     yield StringCommand("mv", "-f", QuoteString(temporary), QuoteString(path))
+    # A copy of what was written lets an operator put it back after a hand
+    # edit, which rollback needs before it restores the original.
+    yield StringCommand("mkdir", "-p", QuoteString(os.path.dirname(written)), "&&",
+                        "cp", "-p", QuoteString(path), QuoteString(written))
 
 
 @operation()

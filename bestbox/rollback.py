@@ -121,11 +121,17 @@ def _plan_file(plan: RollbackPlan, path: str, history: list[dict]) -> None:
         return
     if current_sha not in written and current_sha != original_sha:
         state = "was deleted" if current_sha is None else "was changed by hand"
+        if last.get("written"):
+            fix = (f"Save your changes elsewhere, put back the deployed version with "
+                   f"'cp -p {last['written']} {path}', and rerun the rollback")
+        else:
+            fix = "Save your changes elsewhere, put back the deployed version, and rerun"
+        if first["action"] == "modify":
+            fix += f"; or restore the original yourself from {first['backup']}"
         plan.problems.append(
             f"{path} {state} after the deploy wrote it (sha256 {current_sha or '-'}, the "
-            f"deploy wrote {last['after_sha256']}); rollback will not overwrite it. Save your "
-            "changes elsewhere, then put back the deployed version or delete the file, and "
-            "rerun the rollback.")
+            f"deploy wrote {last['after_sha256']}), so rollback will not overwrite it. "
+            f"{fix}.")
         return
 
     if first["action"] == "create":

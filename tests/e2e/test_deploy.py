@@ -9,6 +9,8 @@ covers the container.
 
 from __future__ import annotations
 
+import re
+
 import pytest
 import yaml
 
@@ -126,7 +128,11 @@ def test_rollback_refuses_hand_edited_file(pair):
     assert run.returncode != 0
     assert "/home/bestbox/BestBox/activate.sh was changed by hand" in run.output
     assert host_state(host) == before
-    host.run("sed -i '/^# local change$/d' /home/bestbox/BestBox/activate.sh")
+
+    # The message gives the command that puts the deployed version back.
+    advice = re.search(r"'(cp -p \S+ /home/bestbox/BestBox/activate.sh)'", run.output)
+    assert advice, run.output[-3000:]
+    host.run(advice.group(1))
 
 
 def test_rollback_dry_run_changes_nothing(pair):
