@@ -291,16 +291,28 @@ def compose_service_hash(project_directory, compose_file, service):
 
 def read_docker(container, project_directory, compose_file, service, images):
     result = {}
-    code, out, err = run(["docker", "version", "--format", "{{.Server.Version}}"])
-    result["server_version"] = out.strip() if code == 0 else None
-    result["server_error"] = err.strip() if code != 0 else None
-    code, out, _ = run(["docker", "info", "--format", "{{json .SecurityOptions}}"])
-    result["security_options"] = json.loads(out) if code == 0 and out.strip() else []
+    # One `docker info` call gives both the server version and the security
+    # options; each docker command costs a process start, which adds up on a
+    # no-op run.
+    code, out, err = run(["docker", "info", "--format",
+                          '{"version": {{json .ServerVersion}}, '
+                          '"security": {{json .SecurityOptions}}}'])
+    info = {}
+    if code == 0:
+        try:
+            info = json.loads(out)
+        except ValueError:
+            err = f"unexpected output of docker info: {out.strip()[:200]}"
+    result["server_version"] = info.get("version") or None
+    result["server_error"] = None if result["server_version"] else (err or out).strip()
+    result["security_options"] = info.get("security") or []
     code, out, err = run(["docker", "compose", "version", "--short"])
     result["compose_version"] = out.strip() if code == 0 else None
     result["compose_error"] = (err or out).strip() if code != 0 else None
-    code, out, _ = run(["docker-compose", "version", "--short"])
-    result["compose_v1_version"] = out.strip() if code == 0 else None
+    result["compose_v1_version"] = None
+    if not result["compose_version"]:
+        code, out, _ = run(["docker-compose", "version", "--short"])
+        result["compose_v1_version"] = out.strip() if code == 0 else None
 
     code, out, _ = run(["docker", "inspect", "--type", "container", container])
     result["container"] = None

@@ -37,12 +37,15 @@ exit 1
 """
 
 # Rootless Docker cannot run in these hosts, so this wrapper fakes a rootless
-# daemon. It prints the SecurityOptions that a rootless engine reports and
-# passes every other command to the real client.
+# daemon. It adds the "name=rootless" security option that a rootless engine
+# reports to the real `docker info` output, and passes every other command
+# to the real client.
 ROOTLESS_DOCKER_WRAPPER = """#!/bin/sh
 if [ "$1" = info ] && [ "$2" = --format ]; then
   case "$3" in
-    *SecurityOptions*) echo '["name=seccomp,profile=builtin","name=rootless"]'; exit 0 ;;
+    *SecurityOptions*)
+      /usr/bin/docker "$@" | sed 's/"name=seccomp,profile=builtin"/&,"name=rootless"/'
+      exit 0 ;;
   esac
 fi
 exec /usr/bin/docker "$@"
