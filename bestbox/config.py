@@ -63,8 +63,8 @@ def _is_absolute_path(value: str) -> bool:
 
 def _is_home_relative(value: str) -> bool:
     # Cache paths are relative to the BestBox user's home. An absolute path is
-    # also accepted; a literal "~" is not, because it would resolve to the home
-    # of whoever runs the command.
+    # also accepted. A literal "~" is not, because it would resolve to the home
+    # of the user who runs the command.
     return (_is_relative_path(value) or _is_absolute_path(value)) and not value.startswith("~")
 
 

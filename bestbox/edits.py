@@ -1,7 +1,7 @@
 """Line-level edits of BestBox files that the deploy changes in place.
 
-Each function takes the current text and returns the desired text; running it
-on its own output returns the same text, which keeps the deploy idempotent.
+Each function takes the current text and returns the desired text. Run on
+its own output, it returns that output unchanged, so the deploy stays idempotent.
 """
 
 from __future__ import annotations
@@ -44,7 +44,7 @@ def set_llm_base_url(text: str, url: str) -> str:
     and later active ones are removed. Commented-out lines stay as they are.
     Without an active line, one is appended with a comment above it.
     """
-    wanted = f'export LLM_BASE_URL="{url}"'
+    export_line = f'export LLM_BASE_URL="{url}"'
     lines = text.splitlines(keepends=True)
     result = []
     replaced = False
@@ -55,13 +55,13 @@ def set_llm_base_url(text: str, url: str) -> str:
             continue
         if not replaced:
             ending = "\n" if line.endswith("\n") else ""
-            result.append(f"{match.group(1)}{wanted}{ending}")
+            result.append(f"{match.group(1)}{export_line}{ending}")
             replaced = True
     if not replaced:
         if result and not result[-1].endswith("\n"):
             result[-1] += "\n"
         result.append("\n# LLM endpoint: vLLM (set by the BestBox vLLM deploy)\n")
-        result.append(wanted + "\n")
+        result.append(export_line + "\n")
     return "".join(result)
 
 

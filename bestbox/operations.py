@@ -165,7 +165,7 @@ def archived_file(source: str, destination: str, source_entry: dict,
     + source_entry, destination_entry: their HostSnapshot entries
     + owner, group: owner of any archive folder that has to be created
 
-    A destination that contains a different file is a conflict; the deploy's
+    A destination that contains a different file is a conflict. The deploy's
     planning step rejects it before any operation runs, so it is not handled here.
     """
     source_exists = bool(source_entry.get("exists"))
@@ -209,8 +209,8 @@ def directory(path: str, owner: str, group: str, mode: int, current: dict, backu
 
     + current: this path's HostSnapshot entry
     + record: whether the manifest notes the creation, so rollback removes it
-    + fix_existing: whether an existing directory gets this owner and group; its
-      mode is never changed, since a user may keep ~/.cache private on purpose
+    + fix_existing: whether an existing directory gets this owner and group. Its
+      mode is left alone, because a user may keep ~/.cache private on purpose.
     """
     is_directory = current.get("exists") and current.get("type") == "directory"
     owned = current.get("owner") == owner and current.get("group") == group

@@ -165,10 +165,10 @@ def home_key(path: str) -> str:
     return path if path.startswith("/") else f"~/{path}"
 
 
-def _free_system_gid(used: set[int], taken: set[int]) -> int:
+def _free_system_gid(used: set[int], planned: set[int]) -> int:
     """Return the highest free GID below 1000, as groupadd --system picks."""
     for gid in range(999, 99, -1):
-        if gid not in used and gid not in taken:
+        if gid not in used and gid not in planned:
             return gid
     raise DeployError("No free system GID between 100 and 999 for the render or video group.")
 

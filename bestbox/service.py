@@ -126,14 +126,14 @@ def _curl(host, settings: Settings, path: str, body: dict | None = None,
                    f"{command.replace('curl ', 'curl -H @- ', 1)}")
     _, lines = _run(host, command)
     status = 0
-    kept = []
+    body_lines = []
     for line in lines:
         if line.startswith(STATUS_MARK):
             code = line[len(STATUS_MARK):].strip()
             status = int(code) if code.isdigit() else 0
         else:
-            kept.append(line)
-    return status, "\n".join(kept)
+            body_lines.append(line)
+    return status, "\n".join(body_lines)
 
 
 def _error_message(body: str) -> str:

@@ -291,9 +291,9 @@ def compose_service_hash(project_directory, compose_file, service):
 
 def read_docker(container, project_directory, compose_file, service, images):
     result = {}
-    # One `docker info` call gives both the server version and the security
-    # options; each docker command costs a process start, which adds up on a
-    # no-op run.
+    # One `docker info` call returns both the server version and the security
+    # options. Each docker command costs a process start, and these add up on
+    # a no-op run.
     code, out, err = run(["docker", "info", "--format",
                           '{"version": {{json .ServerVersion}}, '
                           '"security": {{json .SecurityOptions}}}'])
@@ -401,8 +401,8 @@ def main():
     user = read_user(request["user"])
 
     def resolve(path):
-        # "~/" means the home of the BestBox user on this host, not of whoever
-        # runs the probe. Results stay keyed by the path as requested.
+        # "~/" means the home of the BestBox user on this host, not the home of
+        # the user who runs the probe. Results stay keyed by the path as requested.
         if path.startswith("~/") and user:
             return os.path.join(user["home"], path[2:])
         return path

@@ -10,7 +10,7 @@ stops the deploy before anything on the host changes.
 # --- BestBox checkout -------------------------------------------------------
 # The user who owns the checkout. Relative cache paths below resolve against
 # this user's home directory as read from the target host's passwd database,
-# never against the home of whoever runs pyinfra.
+# never against the home of the user who runs pyinfra.
 bestbox_user = "bestbox"
 # Absolute path of the BestBox checkout on the target host.
 bestbox_path = "/home/bestbox/BestBox"
@@ -27,7 +27,7 @@ vllm_port = 8001
 # Port of the old llama.cpp server (llama-server on Vulkan). The endpoint audit
 # reports files that still point at it.
 bestbox_llamacpp_port = 8080
-# Stop a llama-server that holds vllm_port before deploying. BestBox's
+# Stop a llama-server that listens on vllm_port before deploying. BestBox's
 # scripts/start-llm.sh listens on 8001, so a running one blocks the container.
 bestbox_stop_llamacpp = False
 
@@ -53,7 +53,7 @@ vllm_huggingface_cache = ".cache/huggingface"
 # The model directory, relative to vllm_modelscope_cache. vLLM receives the
 # matching absolute path inside the container, so it never contacts a hub.
 vllm_model_subdir = "hub/models/Qwen/Qwen3-30B-A3B-Instruct-2507"
-# Where the two caches appear inside the container.
+# Mount points of the two caches inside the container.
 vllm_container_modelscope_cache = "/root/.cache/modelscope"
 vllm_container_huggingface_cache = "/root/.cache/huggingface"
 

@@ -9,9 +9,7 @@ stand-in builds a new one. Each host then runs `docker load` on it.
 
 from __future__ import annotations
 
-import contextlib
 import os
-import shutil
 import tempfile
 from pathlib import Path
 
@@ -74,17 +72,8 @@ def ensure_tarball() -> Path:
 
 def load_image(host, tarball: Path) -> None:
     """Run `docker load` on the saved image inside the host, then check the tag exists."""
-    staged = host.dir / "docker-data" / STAGED_NAME
-    with contextlib.suppress(FileNotFoundError):
-        staged.unlink()
-    try:
-        os.link(tarball, staged)
-    except OSError:
-        shutil.copyfile(tarball, staged)
-    try:
-        host.exec(["docker", "load", "--input", f"/var/lib/docker/{STAGED_NAME}"], timeout=600)
-    finally:
-        staged.unlink(missing_ok=True)
+    with host.staged_for_engine(tarball, STAGED_NAME) as inside:
+        host.exec(["docker", "load", "--input", inside], timeout=600)
     host.exec(["docker", "image", "inspect", "--format", "{{.Id}}", IMAGE])
 
 

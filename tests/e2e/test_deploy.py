@@ -98,7 +98,7 @@ def test_box_suite_passes_on_both_hosts(pair):
     ("mv /home/bestbox/BestBox/docs/archive/llama-cpp/scripts/start-llm.sh "
      "/home/bestbox/BestBox/scripts/start-llm.sh", "llamacpp_file"),
 ])
-def test_box_suite_fails_on_broken_item_and_deploy_repairs_it(pair, breakage, failing_test):
+def test_box_suite_catches_hand_breakage(pair, breakage, failing_test):
     hosts, _ = pair
     host = hosts[0]
     host.run(breakage)
@@ -109,8 +109,8 @@ def test_box_suite_fails_on_broken_item_and_deploy_repairs_it(pair, breakage, fa
     assert all(failing_test in line for line in failed), "\n".join(failed)
 
     if failing_test != "llamacpp_file":
-        # The deploy converges the host again; the archive case is left to the rollback
-        # test below, which must then refuse nothing because the file is back.
+        # The deploy converges the host again. The archive case is put back by
+        # hand instead, so the rollback test below finds the archive intact.
         run = run_pyinfra([host], data=NO_SERVICE)
         assert run.returncode == 0, run.output[-4000:]
         assert box_suite([host]).returncode == 0

@@ -940,18 +940,26 @@ class ThrowawayHost:
         """
         if tarball is None:
             tarball, _ = rootfs.ensure_rootfs_with_fallback(suite=self.recipe.suite if self.recipe else None)
-        # The engine's data root is a plain directory on this machine, so a
-        # hard link from the cache usually works where the overlay would not.
-        staged = self.dir / "docker-data/import-image.tar"
+        with self.staged_for_engine(tarball, "import-image.tar") as inside:
+            self.exec(["docker", "import", "--change", 'CMD ["/bin/sh"]', inside, tag], timeout=600)
+
+    @contextlib.contextmanager
+    def staged_for_engine(self, path: Path, name: str):
+        """Make a file of this machine readable to the host's engine; yield its path inside.
+
+        The engine's data root is a plain directory on this machine, so a hard
+        link from the cache usually works where the overlay would not. The
+        staged file is removed afterwards.
+        """
+        staged = self.dir / "docker-data" / name
         with contextlib.suppress(FileNotFoundError):
             staged.unlink()
         try:
-            os.link(tarball, staged)
+            os.link(path, staged)
         except OSError:
-            shutil.copyfile(tarball, staged)
+            shutil.copyfile(path, staged)
         try:
-            self.exec(["docker", "import", "--change", 'CMD ["/bin/sh"]', "/var/lib/docker/import-image.tar", tag],
-                      timeout=600)
+            yield f"/var/lib/docker/{name}"
         finally:
             staged.unlink(missing_ok=True)
 

@@ -25,16 +25,16 @@ def merged(text, **overrides):
 
 def outside_managed_blocks(text):
     """Return text without the managed blocks and the blank line the merge puts before each."""
-    kept, skipping = [], False
+    outside, skipping = [], False
     for line in text.splitlines(keepends=True):
         if line.startswith((compose.SERVICE_BEGIN, compose.NETWORK_BEGIN)):
-            assert kept.pop() == "\n"
+            assert outside.pop() == "\n"
             skipping = True
         if not skipping:
-            kept.append(line)
+            outside.append(line)
         if line.startswith((compose.SERVICE_END, compose.NETWORK_END)):
             skipping = False
-    return "".join(kept)
+    return "".join(outside)
 
 
 def test_other_text_is_kept_byte_for_byte():

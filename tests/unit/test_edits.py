@@ -8,13 +8,13 @@ from bestbox import edits
 
 TREE = Path(__file__).resolve().parents[1] / "fixtures" / "bestbox-tree"
 URL = "http://localhost:8001/v1"
-WANTED = f'export LLM_BASE_URL="{URL}"'
+EXPORT_LINE = f'export LLM_BASE_URL="{URL}"'
 
 
 def test_line_is_added_when_missing():
     result = edits.set_llm_base_url((TREE / "activate.sh").read_text(), URL)
     assert edits.active_llm_base_urls(result) == [URL]
-    assert result.endswith(WANTED + "\n")
+    assert result.endswith(EXPORT_LINE + "\n")
 
 
 def test_commented_line_is_kept():
@@ -26,12 +26,12 @@ def test_commented_line_is_kept():
 
 def test_existing_line_is_replaced_in_place():
     text = "a\n  export LLM_BASE_URL=http://127.0.0.1:8080/v1\nb\n"
-    assert edits.set_llm_base_url(text, URL) == f"a\n  {WANTED}\nb\n"
+    assert edits.set_llm_base_url(text, URL) == f"a\n  {EXPORT_LINE}\nb\n"
 
 
 def test_duplicate_active_lines_collapse_to_one():
     text = "export LLM_BASE_URL=x\nmid\nexport LLM_BASE_URL=y\n"
-    assert edits.set_llm_base_url(text, URL) == f"{WANTED}\nmid\n"
+    assert edits.set_llm_base_url(text, URL) == f"{EXPORT_LINE}\nmid\n"
 
 
 def test_missing_final_newline_is_handled():

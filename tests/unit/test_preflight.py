@@ -57,7 +57,7 @@ def test_ready_host_has_no_errors():
     assert errors() == []
 
 
-def test_rocm_override_with_native_arch_warns_with_both_values():
+def test_rocm_override_warning_names_values():
     warnings = [f for f in findings() if f.check == "rocm-env"]
     assert len(warnings) == 1
     assert not warnings[0].error

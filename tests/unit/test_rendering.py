@@ -44,7 +44,7 @@ def test_env_file_values_come_from_the_configuration():
     assert "VLLM_API_KEY" not in values
 
 
-def test_env_file_carries_the_api_key_and_drops_an_empty_override():
+def test_env_file_api_key_and_empty_override():
     values = env_values(render_template(
         "env.vllm.j2", settings(vllm_api_key="k-123", vllm_hsa_override_gfx_version="")))
     assert values["VLLM_API_KEY"] == "k-123"
